@@ -1,0 +1,42 @@
+//! The subcommands of `icos`, one module each.
+
+use clap::Subcommand;
+
+use crate::exit::CmdResult;
+
+pub mod config;
+pub mod grubenv;
+pub mod layout;
+pub mod net;
+pub mod node;
+
+/// Every top-level subcommand.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create, convert and check SetupOS, HostOS and GuestOS configuration.
+    #[command(subcommand)]
+    Config(config::ConfigCmd),
+    /// Derive a node's deterministic MAC and IPv6 addresses.
+    #[command(subcommand)]
+    Net(net::NetCmd),
+    /// Read and edit a GRUB environment block (grubenv).
+    #[command(subcommand)]
+    Grubenv(grubenv::GrubenvCmd),
+    /// Show IC-OS partition layouts and write or read GPT tables on image files.
+    #[command(subcommand)]
+    Layout(layout::LayoutCmd),
+    /// Derive a whole node from the operator's inputs: its three configs and addresses.
+    #[command(subcommand)]
+    Node(node::NodeCmd),
+}
+
+/// Runs one subcommand.
+pub fn run(command: Command) -> CmdResult {
+    match command {
+        Command::Config(c) => config::run(c),
+        Command::Net(c) => net::run(c),
+        Command::Grubenv(c) => grubenv::run(c),
+        Command::Layout(c) => layout::run(c),
+        Command::Node(c) => node::run(c),
+    }
+}

@@ -1,0 +1,69 @@
+//! `icos`: build, configure and inspect IC-OS node images.
+//!
+//! The main only parses the command line, sets up logging, runs the chosen
+//! subcommand and maps its outcome to an exit code (see [`exit`]).
+
+mod cmd;
+mod exit;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+const AFTER_HELP: &str = "\
+Exit codes:
+  0  success
+  1  failure: the command was valid but could not be carried out
+  2  usage error or bad input: a flag, a file or a value broke a rule";
+
+/// Build, configure and inspect IC-OS node images (SetupOS, HostOS, GuestOS).
+#[derive(Debug, Parser)]
+#[command(name = "icos", version, about, after_help = AFTER_HELP, propagate_version = true)]
+#[command(help_expected = true)]
+struct Cli {
+    /// Log more (repeat for more detail); logs go to stderr.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+
+    #[command(subcommand)]
+    command: cmd::Command,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    match cmd::run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("error: {failure}");
+            failure.exit_code()
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ICOS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}
