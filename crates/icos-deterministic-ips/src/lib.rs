@@ -41,8 +41,7 @@ pub enum AddrError {
 }
 
 /// The kind of operating system an interface belongs to; its byte goes into the MAC.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum NodeType {
     /// The installer.
     SetupOS,
@@ -108,6 +107,19 @@ impl FromStr for NodeType {
             "upgradeguestos" => Ok(NodeType::UpgradeGuestOS),
             _ => Err(AddrError::NodeType(s.to_string())),
         }
+    }
+}
+
+impl serde::Serialize for NodeType {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for NodeType {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -321,6 +333,9 @@ mod tests {
         assert!("replica".parse::<NodeType>().is_err());
         for t in NodeType::ALL {
             assert_eq!(t.as_str().parse::<NodeType>().unwrap(), t);
+            let json = serde_json::to_string(&t).unwrap();
+            assert_eq!(json, format!("\"{}\"", t.as_str()));
+            assert_eq!(serde_json::from_str::<NodeType>(&json).unwrap(), t);
         }
     }
 

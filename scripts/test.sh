@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Runs every check of the project: formatting, lints, all tests, and a build
+# of the fuzz targets. Installs its own system prerequisites first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/prereqs.sh
+
+step() { printf '\n== %s\n' "$*" >&2; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo test"
+cargo test --workspace --locked
+
+step "fuzz targets build"
+cargo build --manifest-path fuzz/Cargo.toml --locked --bins
