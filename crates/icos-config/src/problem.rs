@@ -171,7 +171,7 @@ impl From<Problem> for Problems {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("reading {}: {source}", path.display())]
+    #[error("reading {}", path.display())]
     Read {
         /// The file.
         path: PathBuf,
@@ -183,7 +183,7 @@ pub enum ConfigError {
     #[error(transparent)]
     Invalid(#[from] Problems),
     /// The config could not be serialized.
-    #[error("serializing the config for {}: {source}", path.display())]
+    #[error("serializing the config for {}", path.display())]
     Serialize {
         /// The file it was meant for.
         path: PathBuf,

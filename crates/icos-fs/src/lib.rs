@@ -20,7 +20,7 @@ pub enum FsError {
         path: PathBuf,
     },
     /// An I/O step failed.
-    #[error("{step} {path}: {source}")]
+    #[error("{step} {path}")]
     Io {
         /// What was being done: "creating", "writing", "syncing", "renaming to".
         step: &'static str,

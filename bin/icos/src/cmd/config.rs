@@ -132,14 +132,10 @@ fn parse_mac_arg(text: &str) -> Result<MacAddr6, String> {
 
 /// Exit 2 when the content of a file is the problem or it cannot be read
 /// (it names an input), exit 1 when serializing or writing failed.
-///
-/// The error's own message already includes its cause, so only the message
-/// is kept (the cause would otherwise be printed twice).
 fn classify(e: ConfigError) -> Failure {
-    let message = anyhow!("{e}");
     match e {
-        ConfigError::Invalid(_) | ConfigError::Read { .. } => Failure::BadInput(message),
-        ConfigError::Serialize { .. } | ConfigError::Write(_) => Failure::Failed(message),
+        ConfigError::Invalid(_) | ConfigError::Read { .. } => Failure::BadInput(e.into()),
+        ConfigError::Serialize { .. } | ConfigError::Write(_) => Failure::Failed(e.into()),
     }
 }
 
