@@ -327,36 +327,38 @@ fn validate_common(
     c.extend_under("icos_settings", validate_icos_settings(icos));
 }
 
+/// The checks shared by the SetupOS and HostOS configs, which differ only
+/// in SetupOS's (empty) `setupos_settings`.
+fn validate_host_side(
+    version: &str,
+    network: &NetworkSettings,
+    icos: &ICOSSettings,
+    hostos: &HostOSSettings,
+) -> Vec<Problem> {
+    let mut c = Collector::new();
+    validate_common(&mut c, version, network, icos);
+    c.extend_under("hostos_settings", validate_hostos_settings(hostos));
+    c.problems
+}
+
 /// Validates a SetupOS config; returns every problem found.
 pub fn validate_setupos(config: &SetupOSConfig) -> Vec<Problem> {
-    let mut c = Collector::new();
-    validate_common(
-        &mut c,
+    validate_host_side(
         &config.config_version,
         &config.network_settings,
         &config.icos_settings,
-    );
-    c.extend_under(
-        "hostos_settings",
-        validate_hostos_settings(&config.hostos_settings),
-    );
-    c.problems
+        &config.hostos_settings,
+    )
 }
 
 /// Validates a HostOS config; returns every problem found.
 pub fn validate_hostos(config: &HostOSConfig) -> Vec<Problem> {
-    let mut c = Collector::new();
-    validate_common(
-        &mut c,
+    validate_host_side(
         &config.config_version,
         &config.network_settings,
         &config.icos_settings,
-    );
-    c.extend_under(
-        "hostos_settings",
-        validate_hostos_settings(&config.hostos_settings),
-    );
-    c.problems
+        &config.hostos_settings,
+    )
 }
 
 /// Validates a GuestOS config; returns every problem found.

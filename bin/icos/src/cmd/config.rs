@@ -40,9 +40,9 @@ pub enum ConfigCmd {
     Check(CheckArgs),
 }
 
-/// Arguments of `icos config create-setupos-config`.
+/// The node provider's SetupOS inputs, as flags; shared with `icos node derive`.
 #[derive(Debug, Args)]
-pub struct CreateSetuposArgs {
+pub struct SetupOsInputArgs {
     /// The node provider's config.ini (network settings, node reward type, flags).
     #[arg(long, value_name = "FILE")]
     config_ini: PathBuf,
@@ -59,6 +59,26 @@ pub struct CreateSetuposArgs {
     /// deployment.json and ipmitool.
     #[arg(long, value_name = "MAC", value_parser = parse_mac_arg)]
     mgmt_mac: Option<MacAddr6>,
+}
+
+impl SetupOsInputArgs {
+    /// Where the inputs are.
+    pub fn paths(&self) -> InputPaths {
+        InputPaths {
+            config_ini: self.config_ini.clone(),
+            deployment_json: self.deployment_json.clone(),
+            ssh_keys: self.ssh_keys.clone(),
+            node_operator_key: self.node_operator_key.clone(),
+            mgmt_mac: self.mgmt_mac,
+        }
+    }
+}
+
+/// Arguments of `icos config create-setupos-config`.
+#[derive(Debug, Args)]
+pub struct CreateSetuposArgs {
+    #[command(flatten)]
+    inputs: SetupOsInputArgs,
     /// Where to write the SetupOS config.
     #[arg(short, long, value_name = "FILE")]
     output: PathBuf,
@@ -171,13 +191,7 @@ fn save<T: serde::Serialize>(path: &Path, config: &T, what: &str) -> CmdResult {
 }
 
 fn create_setupos(args: &CreateSetuposArgs) -> CmdResult {
-    let paths = InputPaths {
-        config_ini: args.config_ini.clone(),
-        deployment_json: args.deployment_json.clone(),
-        ssh_keys: args.ssh_keys.clone(),
-        node_operator_key: args.node_operator_key.clone(),
-        mgmt_mac: args.mgmt_mac,
-    };
+    let paths = args.inputs.paths();
     let inputs = SetupOsInputs::load(&paths).bad_input()?;
     tracing::info!(
         "management MAC {} (from {})",

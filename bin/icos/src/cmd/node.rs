@@ -15,9 +15,10 @@ use icos_config::{
     generate_guestos_config, generate_hostos_config,
 };
 use icos_deterministic_ips::{self as ips, NodeType};
-use icos_setupos_config::{InputPaths, setupos_config_from};
+use icos_setupos_config::setupos_config_from;
 use serde::Serialize;
 
+use crate::cmd::config::SetupOsInputArgs;
 use crate::exit::{Classify, CmdResult, Failure};
 
 /// `icos node` subcommands.
@@ -31,21 +32,8 @@ pub enum NodeCmd {
 /// Inputs of `icos node derive`.
 #[derive(Debug, Args)]
 pub struct DeriveArgs {
-    /// The node provider's config.ini.
-    #[arg(long, value_name = "FILE")]
-    config_ini: PathBuf,
-    /// The deployment.json of the SetupOS image.
-    #[arg(long, value_name = "FILE")]
-    deployment_json: PathBuf,
-    /// A folder with SSH authorized keys files (admin, backup, readonly).
-    #[arg(long, value_name = "DIR")]
-    ssh_keys: Option<PathBuf>,
-    /// The node operator private key (PEM).
-    #[arg(long, value_name = "FILE")]
-    node_operator_key: Option<PathBuf>,
-    /// The management MAC; overrides deployment.json and the BMC.
-    #[arg(long, value_name = "MAC")]
-    mgmt_mac: Option<String>,
+    #[command(flatten)]
+    inputs: SetupOsInputArgs,
     /// Write setupos.json, hostos.json and guestos.json into this folder.
     #[arg(long, value_name = "DIR")]
     out_dir: Option<PathBuf>,
@@ -75,19 +63,7 @@ struct Node {
 }
 
 fn derive(args: &DeriveArgs) -> CmdResult<Node> {
-    let mgmt_mac = args
-        .mgmt_mac
-        .as_deref()
-        .map(ips::parse_mac)
-        .transpose()
-        .bad_input()?;
-    let paths = InputPaths {
-        config_ini: args.config_ini.clone(),
-        deployment_json: args.deployment_json.clone(),
-        ssh_keys: args.ssh_keys.clone(),
-        node_operator_key: args.node_operator_key.clone(),
-        mgmt_mac,
-    };
+    let paths = args.inputs.paths();
     let setupos = setupos_config_from(&paths).bad_input()?;
     let hostos = generate_hostos_config(&setupos);
     let guestos =
