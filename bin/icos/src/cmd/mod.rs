@@ -9,6 +9,7 @@ pub mod grubenv;
 pub mod layout;
 pub mod net;
 pub mod node;
+pub mod packages;
 
 /// Every top-level subcommand.
 #[derive(Debug, Subcommand)]
@@ -28,6 +29,9 @@ pub enum Command {
     /// Derive a whole node from the operator's inputs: its three configs and addresses.
     #[command(subcommand)]
     Node(node::NodeCmd),
+    /// Pin, fetch and verify the Debian packages that images are built from.
+    #[command(subcommand)]
+    Packages(packages::PackagesCmd),
 }
 
 /// Runs one subcommand.
@@ -38,5 +42,6 @@ pub fn run(command: Command) -> CmdResult {
         Command::Grubenv(c) => grubenv::run(c),
         Command::Layout(c) => layout::run(c),
         Command::Node(c) => node::run(c),
+        Command::Packages(c) => packages::run(c),
     }
 }
