@@ -395,7 +395,7 @@ mod tests {
 
     #[test]
     fn ic_template_parses() {
-        let text = include_str!("../../../../shared/fixtures/ic-os/setupos/config.ini");
+        let text = include_str!("../tests/fixtures/config.ini");
         let c = ok(text);
         assert_eq!(c.ipv6_prefix, "2a00:fb01:400:44");
         assert_eq!(
@@ -413,7 +413,7 @@ mod tests {
 
     #[test]
     fn ic_template_with_everything_uncommented_parses() {
-        let text = include_str!("../../../../shared/fixtures/ic-os/setupos/config.ini");
+        let text = include_str!("../tests/fixtures/config.ini");
         let uncommented: String = text
             .lines()
             .map(|l| match l.strip_prefix("# ") {

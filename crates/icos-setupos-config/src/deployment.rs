@@ -439,8 +439,7 @@ mod tests {
 
     #[test]
     fn ic_template_once_filled_in() {
-        let template =
-            include_str!("../../../../shared/fixtures/ic-os/setupos/deployment.json.template");
+        let template = include_str!("../tests/fixtures/deployment.json.template");
         let err = parse_deployment_json(template).unwrap_err().to_string();
         assert!(
             err.contains("placeholders DEPLOYMENT_ENVIRONMENT and NNS_URLS"),
