@@ -1,32 +1,75 @@
 #!/usr/bin/env bash
 # Installs the system packages icos needs to build and test, idempotently:
 # nothing is downloaded when everything is already installed.
+#
+# QEMU comes from bookworm-backports (QEMU 10): installing bookworm's own
+# qemu-system-x86 would replace qemu-utils 10 (qemu-img) with 7.2.
 set -euo pipefail
 
-# package -> a command it provides (checked before installing)
+# "package:command" (the command tells whether the package is there);
+# a package marked "@backports" is installed from bookworm-backports.
 packages=(
-  "grub-common:grub-editenv"   # grubenv interoperability tests
-  "fdisk:sfdisk"               # GPT checks
-  "gdisk:sgdisk"               # GPT checks
-  "openssl:openssl"            # sample key checks
-  "build-essential:c++"        # libFuzzer in the fuzz targets
+  "grub-common:grub-editenv"          # grubenv interoperability tests
+  "fdisk:sfdisk"                      # GPT checks
+  "gdisk:sgdisk"                      # GPT checks
+  "openssl:openssl"                   # sample key checks
+  "build-essential:c++"               # libFuzzer in the fuzz targets
+  "busybox-static:busybox"            # test initramfs for VM tests
+  "ovmf:/usr/share/OVMF/OVMF_CODE_4M.fd"  # UEFI firmware for VMs
+  "qemu-system-x86@backports:qemu-system-x86_64"
+  "qemu-utils@backports:qemu-img"
 )
 
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+backports_list=/etc/apt/sources.list.d/icos-bookworm-backports.list
+updated=""
+apt_update() {
+  if [ -z "$updated" ]; then
+    $SUDO apt-get update -qq
+    updated=1
+  fi
+}
+
+have() {
+  case "$1" in
+    /*) [ -e "$1" ] ;;
+    *) command -v "$1" >/dev/null 2>&1 ;;
+  esac
+}
+
 missing=()
+missing_bp=()
 for entry in "${packages[@]}"; do
   pkg=${entry%%:*}
   cmd=${entry#*:}
-  if ! command -v "$cmd" >/dev/null 2>&1 && ! dpkg -s "$pkg" >/dev/null 2>&1; then
-    missing+=("$pkg")
-  fi
+  if have "$cmd"; then continue; fi
+  case "$pkg" in
+    *@backports) missing_bp+=("${pkg%@backports}") ;;
+    *) missing+=("$pkg") ;;
+  esac
 done
 
+if ((${#missing_bp[@]})) && ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+  echo "deb http://deb.debian.org/debian bookworm-backports main" | $SUDO tee "$backports_list" >/dev/null
+fi
+
+export DEBIAN_FRONTEND=noninteractive
 if ((${#missing[@]})); then
   echo "installing: ${missing[*]}" >&2
-  SUDO=""
-  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  apt_update
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+if ((${#missing_bp[@]})); then
+  echo "installing from bookworm-backports: ${missing_bp[*]}" >&2
+  apt_update
+  $SUDO apt-get install -y -qq --no-install-recommends -t bookworm-backports "${missing_bp[@]}"
+fi
+
+# Tests fetch a kernel package with `apt-get download`, which needs the
+# package lists; a fresh machine may have none.
+if ! compgen -G "/var/lib/apt/lists/*_dists_bookworm_main_binary-amd64_Packages*" >/dev/null; then
+  apt_update
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then
