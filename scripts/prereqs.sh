@@ -18,6 +18,8 @@ packages=(
   "ovmf:/usr/share/OVMF/OVMF_CODE_4M.fd"  # UEFI firmware for VMs
   "qemu-system-x86@backports:qemu-system-x86_64"
   "qemu-utils@backports:qemu-img"
+  "apt-utils:apt-ftparchive"          # local apt repositories (icos packages repo)
+  "debian-archive-keyring:/usr/share/keyrings/debian-archive-keyring.gpg"  # archive signatures (icos packages lock)
 )
 
 SUDO=""
