@@ -4,12 +4,15 @@ use clap::Subcommand;
 
 use crate::exit::CmdResult;
 
+pub mod build;
 pub mod config;
 pub mod grubenv;
 pub mod layout;
 pub mod net;
 pub mod node;
 pub mod packages;
+pub mod repro;
+pub mod run;
 
 /// Every top-level subcommand.
 #[derive(Debug, Subcommand)]
@@ -32,6 +35,14 @@ pub enum Command {
     /// Pin, fetch and verify the Debian packages that images are built from.
     #[command(subcommand)]
     Packages(packages::PackagesCmd),
+    /// Build node images (disk image, upgrade image, checksums), reproducibly.
+    #[command(subcommand)]
+    Build(build::BuildCmd),
+    /// Boot a built image in QEMU and wait for its boot marker.
+    #[command(subcommand)]
+    Run(run::RunCmd),
+    /// Rebuild and compare: prove a build is bit-for-bit reproducible.
+    ReproCheck(repro::ReproCheckArgs),
 }
 
 /// Runs one subcommand.
@@ -43,5 +54,8 @@ pub fn run(command: Command) -> CmdResult {
         Command::Layout(c) => layout::run(c),
         Command::Node(c) => node::run(c),
         Command::Packages(c) => packages::run(c),
+        Command::Build(c) => build::run(c),
+        Command::Run(c) => run::run(c),
+        Command::ReproCheck(a) => repro::run(a),
     }
 }
