@@ -20,7 +20,21 @@ packages=(
   "qemu-utils@backports:qemu-img"
   "apt-utils:apt-ftparchive"          # local apt repositories (icos packages repo)
   "debian-archive-keyring:/usr/share/keyrings/debian-archive-keyring.gpg"  # archive signatures (icos packages lock)
+  "e2fsprogs@backports:/sbin/mke2fs"  # ext4 images (icos-imagefs); version checked below
+  "libarchive13:/usr/lib/x86_64-linux-gnu/libarchive.so.13"  # tar input of mke2fs -d
+  "dosfstools:/sbin/mkfs.vfat"        # FAT images (ESP, grub)
+  "mtools:mcopy"                      # files into/out of FAT images without mounting
+  "cryptsetup-bin:/sbin/veritysetup"  # dm-verity hash trees
+  "cpio:cpio"                         # initramfs archive checks
 )
+
+# mke2fs must be >= 1.47.2 (bookworm-backports): deterministic ctime and tar
+# input for `mke2fs -d`. An older one is upgraded from backports (the entry's
+# command never exists, which marks the package as missing).
+mke2fs_version=$({ /sbin/mke2fs -V 2>&1 || true; } | awk '/^mke2fs /{print $2; exit}')
+if ! printf '1.47.2\n%s\n' "${mke2fs_version:-0}" | sort -V -C; then
+  packages+=("e2fsprogs@backports:/nonexistent/mke2fs-1.47.2")
+fi
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
