@@ -26,6 +26,9 @@ packages=(
   "mtools:mcopy"                      # files into/out of FAT images without mounting
   "cryptsetup-bin:/sbin/veritysetup"  # dm-verity hash trees
   "cpio:cpio"                         # initramfs archive checks
+  "mmdebstrap:mmdebstrap"             # GuestOS root file system (icos build)
+  "dpkg:dpkg-deb"                     # unpacking the locked GRUB packages (icos build)
+  "git:git"                           # image version = git rev-parse HEAD (icos build)
 )
 
 # mke2fs must be >= 1.47.2 (bookworm-backports): deterministic ctime and tar

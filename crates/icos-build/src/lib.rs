@@ -1,1 +1,46 @@
-//! Placeholder.
+//! The reproducible IC-OS image builder: `icos build guestos`.
+//!
+//! [`build_guestos`] turns pinned inputs into a bootable GuestOS disk image
+//! and its upgrade image, bit for bit the same on every machine:
+//!
+//! | # | stage | what | cached by |
+//! |---|-------|------|-----------|
+//! | 1 | fetch packages | every `.deb` of `images/guestos/packages.lock` and `images/build/packages.lock`, verified against the lock, into the content-addressed cache | package SHA-256 |
+//! | 2 | build icos | `cargo build --release --locked` with `--remap-path-prefix` for the source tree and `CARGO_HOME` (own target dir `target/image`) | cargo |
+//! | 3 | local apt repository | the locked `.deb`s and their index ([`icos_packages::write_repo`]), only when stage 4 runs | — |
+//! | 4 | root file system | `mmdebstrap --variant=required --include=<requested> bookworm rootfs.tar "deb [trusted=yes] copy://REPO/ ./"` with `SOURCE_DATE_EPOCH`, `INITRD=No` | lock bytes, mmdebstrap version, arguments |
+//! | 5 | customise | mmdebstrap's tar read with the `tar` crate; [`rootfs::classify`] drops variable and unneeded files; `images/guestos/rootfs/` and `rootfs-<env>/` are added, plus `/opt/ic/bin/icos`, `/opt/ic/bin/replica` (with `--replica`) and `/opt/ic/share/version.txt`; every mtime is the epoch; a sorted tar is written | stage 4 key, overlays, binaries, env, version |
+//! | 6 | initramfs | busybox-static, `veritysetup`, `blkid` and their libraries ([`elf`]), the modules of [`initramfs::MODULES`] in dependency order, `verity.conf` and `images/guestos/initramfs/init`; newc cpio + zstd | stage 5 key, init script |
+//! | 7 | A_root | `mke2fs -d rootfs.tar` (3 GiB ext4 in the 10 GiB partition) + `veritysetup format` in place at 10603200512 with a fixed salt and IC's verity UUID | stage 5 key, tool versions |
+//! | 8 | A_boot | ext4 with `vmlinuz`, `initrd.img`, `boot_args` (root PARTUUID, `dfinity.system=A`, `root_hash=`), `version.txt` | stages 5–7 |
+//! | 9 | esp | vfat with `EFI/BOOT/BOOTX64.EFI` from `grub-mkimage` of the locked grub-common / grub-efi-amd64-bin (`dpkg-deb -x`), early config `images/guestos/grub/grub-early.cfg` embedded | package hashes, config, module list |
+//! | 10 | grub | vfat with `grub.cfg` and a 1024-byte grubenv (`boot_alternative=A`, `boot_cycle=stable`) | files |
+//! | 11 | config | empty ext4 | tool version |
+//! | 12 | disk | GPT of IC's GuestOS layout, images at their offsets, B slots empty, 50 GiB sparse | all partition keys |
+//! | 13 | artifacts | `disk-img.tar.zst`, `update-img.tar.zst` (`boot.img`, `root.img`, `VERSION.TXT`), `SHA256SUMS`, `VERSION.TXT` | same as 12 |
+//!
+//! Each stage prints its name and time, and "cached" when its output was
+//! reused. Stage outputs live in `<cache>/build/<stage>/<key>/`
+//! ([`cache::StageCache`]); keys are SHA-256 digests of everything a stage
+//! depends on ([`cache::KeyBuilder`]).
+//!
+//! The artifacts are written into `<out>/.guestos.tmp-<pid>/` and renamed to
+//! `<out>/guestos/` only when complete; a failed build leaves the previous
+//! output untouched.
+
+pub mod boot;
+pub mod cache;
+pub mod elf;
+pub mod error;
+pub mod guestos;
+pub mod initramfs;
+pub mod progress;
+pub mod rootfs;
+pub mod tools;
+
+pub use error::{BuildError, Result};
+pub use guestos::{
+    Artifact, BuildReport, DEFAULT_EPOCH, DISK_IMG, Env, GuestOsOptions, SHA256SUMS, UPDATE_IMG,
+    VERSION_TXT, build_guestos, root_verity_spec,
+};
+pub use progress::{ProgressMode, StageStatus, StageTiming};

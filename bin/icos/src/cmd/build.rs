@@ -1,19 +1,157 @@
-//! `icos build`.
+//! `icos build`: reproducible node images.
 
-use clap::Subcommand;
+use std::path::{Path, PathBuf};
 
-use crate::exit::CmdResult;
+use clap::{Args, Subcommand, ValueEnum};
+use icos_build::{BuildError, Env, GuestOsOptions, ProgressMode, StageStatus};
+
+use crate::exit::{CmdResult, Failure};
 
 /// `icos build` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum BuildCmd {
-    /// Placeholder.
-    Placeholder,
+    /// Build GuestOS: DIR/guestos/{disk-img.tar.zst,update-img.tar.zst,SHA256SUMS,VERSION.TXT}.
+    ///
+    /// Stages (each prints its time, "cached" when reused): fetch packages,
+    /// build icos, local apt repository, root file system (mmdebstrap),
+    /// customise, initramfs, A_root (ext4 + dm-verity), A_boot, esp, grub,
+    /// config, disk image, artifacts. Needs root (mmdebstrap --mode=root).
+    #[command(disable_version_flag = true)]
+    Guestos(GuestosArgs),
+}
+
+/// Flavour of the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EnvArg {
+    /// Console login as root on tty1 (password `guestos-dev`).
+    Dev,
+    /// No console login: root locked, every getty masked.
+    Prod,
+}
+
+/// `icos build guestos` flags.
+#[derive(Debug, Args)]
+pub struct GuestosArgs {
+    /// dev allows console login, prod does not.
+    #[arg(long, value_enum, default_value = "dev")]
+    env: EnvArg,
+    /// Output folder; artifacts go to DIR/guestos/.
+    #[arg(long, value_name = "DIR", default_value = "out")]
+    out: PathBuf,
+    /// Image version [default: `git rev-parse HEAD` of the source tree].
+    #[arg(long = "version", id = "image_version", value_name = "VERSION")]
+    version: Option<String>,
+    /// Replica binary installed as /opt/ic/bin/replica [default: none; replica.service then does not start].
+    #[arg(long, value_name = "FILE")]
+    replica: Option<PathBuf>,
+    /// The icos source tree [default: the nearest parent of the working directory with images/guestos/packages.lock].
+    #[arg(long, value_name = "DIR")]
+    source: Option<PathBuf>,
+    /// Cache directory [default: $ICOS_CACHE, $XDG_CACHE_HOME/icos or ~/.cache/icos].
+    #[arg(long, value_name = "DIR")]
+    cache: Option<PathBuf>,
+    /// Never download: every package must be cached.
+    #[arg(long)]
+    offline: bool,
+    /// Download packages from this mirror instead of the lock's.
+    #[arg(long, value_name = "URL")]
+    mirror: Option<String>,
+    /// Print the build report as JSON on stdout.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Runs an `icos build` subcommand.
 pub fn run(cmd: BuildCmd) -> CmdResult {
     match cmd {
-        BuildCmd::Placeholder => Ok(()),
+        BuildCmd::Guestos(args) => guestos(args),
+    }
+}
+
+fn find_source(start: &Path) -> Option<PathBuf> {
+    start
+        .ancestors()
+        .find(|d| d.join("images/guestos/packages.lock").is_file())
+        .map(Path::to_path_buf)
+}
+
+fn guestos(args: GuestosArgs) -> CmdResult {
+    let source = match args.source {
+        Some(s) => s,
+        None => {
+            let cwd = std::env::current_dir().map_err(|e| {
+                Failure::Failed(anyhow::anyhow!("reading the working directory: {e}"))
+            })?;
+            find_source(&cwd).ok_or_else(|| {
+                Failure::BadInput(anyhow::anyhow!(
+                    "{}: not inside the icos source tree (no images/guestos/packages.lock above it); pass --source",
+                    cwd.display()
+                ))
+            })?
+        }
+    };
+    let mut opts = GuestOsOptions::new(source);
+    opts.out = args.out;
+    opts.env = match args.env {
+        EnvArg::Dev => Env::Dev,
+        EnvArg::Prod => Env::Prod,
+    };
+    opts.version = args.version;
+    opts.replica = args.replica;
+    opts.cache = args.cache;
+    opts.offline = args.offline;
+    opts.mirror = args.mirror;
+    opts.progress = ProgressMode::Auto;
+    let report = icos_build::build_guestos(&opts).map_err(classify)?;
+    if args.json {
+        let text = serde_json::to_string_pretty(&report)
+            .map_err(|e| Failure::Failed(anyhow::anyhow!("encoding the report: {e}")))?;
+        println!("{text}");
+        return Ok(());
+    }
+    let total: f64 = report.stages.iter().map(|s| s.seconds).sum();
+    let cached = report
+        .stages
+        .iter()
+        .filter(|s| s.status == StageStatus::Cached)
+        .count();
+    println!(
+        "GuestOS {} ({}) in {}: {total:.1} s, {cached}/{} stages cached",
+        report.version,
+        opts.env.as_str(),
+        report.dir.display(),
+        report.stages.len()
+    );
+    println!("root hash {}", report.root_hash);
+    for a in &report.artifacts {
+        println!("{:>14} bytes  {}  {}", a.size, a.sha256, a.name);
+    }
+    Ok(())
+}
+
+fn classify(e: BuildError) -> Failure {
+    if e.is_bad_input() {
+        Failure::BadInput(e.into())
+    } else {
+        Failure::Failed(e.into())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_source_tree_above() {
+        let d = tempfile::tempdir().unwrap();
+        let lock = d.path().join("images/guestos/packages.lock");
+        std::fs::create_dir_all(lock.parent().unwrap()).unwrap();
+        std::fs::write(&lock, "").unwrap();
+        let deep = d.path().join("a/b");
+        std::fs::create_dir_all(&deep).unwrap();
+        assert_eq!(find_source(&deep).as_deref(), Some(d.path()));
+        let other = tempfile::tempdir().unwrap();
+        assert_eq!(find_source(other.path()), None);
     }
 }

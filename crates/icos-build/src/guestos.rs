@@ -1,0 +1,1081 @@
+//! The GuestOS build pipeline (see the crate docs for the stages).
+
+use std::fs;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use icos_imagefs::{Ext4Source, Ext4Spec, Tools, VeritySpec, VfatSpec};
+use icos_layout::{OsKind, Slot};
+use icos_packages::{Cache, FetchOptions, Lock, Progress};
+use uuid::{Uuid, uuid};
+
+use crate::boot::{self, BootArgs};
+#[cfg(test)]
+use crate::cache::sha256_bytes;
+use crate::cache::{KeyBuilder, StageCache, sha256_file};
+use crate::error::{BuildError, Result};
+use crate::initramfs;
+use crate::progress::{ProgressMode, StageStatus, StageTiming, Stages, mib};
+use crate::rootfs::{self, Kind, Node};
+use crate::tools::{self, CARGO, DPKG_DEB, GIT, MMDEBSTRAP};
+
+/// The default `SOURCE_DATE_EPOCH` of every build (2023-11-14 22:13:20 UTC):
+/// all mtimes in the image and the file system times. Not zero, because a
+/// zero "last password change" in `/etc/shadow` forces a password change.
+pub const DEFAULT_EPOCH: u64 = 1_700_000_000;
+
+/// dm-verity hash offset inside A_root: 10 GiB − 128 MiB, as IC.
+pub const VERITY_HASH_OFFSET: u64 = 10_603_200_512;
+/// The ext4 file system inside A_root: 3 GiB, as IC; dm-verity covers it.
+pub const ROOT_FS_SIZE: u64 = 3 << 30;
+/// The dm-verity superblock UUID, as IC.
+pub const VERITY_UUID: Uuid = uuid!("1736291d-aceb-42d7-b044-43ee31d86cd4");
+/// The dm-verity salt: SHA-256 of `icos GuestOS dm-verity salt v1`.
+pub const VERITY_SALT: &str = "1d899cd347e3cd5a8165bd15ff289332af44d0c759fcd11636f14a29b911d9ed";
+/// ext4 directory hash seed, as IC.
+pub const HASH_SEED: Uuid = uuid!("c61251eb-100b-48fe-b089-57dea7368612");
+/// File system UUID of A_root / B_root.
+pub const ROOT_FS_UUID: Uuid = uuid!("6a5c1b1e-0000-4000-8000-000000000001");
+/// File system UUID of A_boot / B_boot.
+pub const BOOT_FS_UUID: Uuid = uuid!("6a5c1b1e-0000-4000-8000-000000000002");
+/// File system UUID of the config partition.
+pub const CONFIG_FS_UUID: Uuid = uuid!("6a5c1b1e-0000-4000-8000-000000000003");
+/// Volume id of the EFI system partition.
+pub const ESP_VOLUME_ID: u32 = 0x0b00_70e5;
+/// Volume id of the grub partition.
+pub const GRUB_VOLUME_ID: u32 = 0x0b00_70e6;
+/// Root's password hash in dev images: the password is `guestos-dev`
+/// (`openssl passwd -6 -salt icosdevroot guestos-dev`).
+pub const DEV_ROOT_PASSWORD_HASH: &str = "$6$icosdevroot$Q3N5Sw3ERtSJCl12tyBzXGodDB6swzl/vDXH6cGjSNupryMPqjPET.GTsXu6I2.1UMlQHWpwrh483JJtV5tS2/";
+/// Bumped whenever the customisation code changes what it writes.
+const CUSTOMISE_VERSION: &str = "3";
+
+/// Build flavour, as IC's `prod` and `dev` images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Env {
+    /// Console login as root (password `guestos-dev`) on tty1.
+    Dev,
+    /// No console login: root locked, every getty masked.
+    Prod,
+}
+
+impl Env {
+    /// `dev` or `prod`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Env::Dev => "dev",
+            Env::Prod => "prod",
+        }
+    }
+}
+
+/// What to build and where.
+#[derive(Debug, Clone)]
+pub struct GuestOsOptions {
+    /// The source tree (the workspace root with `images/`).
+    pub source: PathBuf,
+    /// The output folder; artifacts go to `<out>/guestos/`.
+    pub out: PathBuf,
+    /// `dev` or `prod`.
+    pub env: Env,
+    /// The version; `None`: `git rev-parse HEAD` of the source tree.
+    pub version: Option<String>,
+    /// The replica binary to install as `/opt/ic/bin/replica`.
+    pub replica: Option<PathBuf>,
+    /// The cache root; `None`: [`Cache::default_location`].
+    pub cache: Option<PathBuf>,
+    /// Use only cached packages.
+    pub offline: bool,
+    /// A mirror instead of the lock's.
+    pub mirror: Option<String>,
+    /// The epoch of every timestamp.
+    pub epoch: u64,
+    /// How to show progress.
+    pub progress: ProgressMode,
+}
+
+impl GuestOsOptions {
+    /// Defaults: dev, `out/`, version from git, no replica, default cache.
+    pub fn new(source: impl Into<PathBuf>) -> GuestOsOptions {
+        GuestOsOptions {
+            source: source.into(),
+            out: PathBuf::from("out"),
+            env: Env::Dev,
+            version: None,
+            replica: None,
+            cache: None,
+            offline: false,
+            mirror: None,
+            epoch: DEFAULT_EPOCH,
+            progress: ProgressMode::Auto,
+        }
+    }
+}
+
+/// One artifact in the output folder.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Artifact {
+    /// File name.
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// SHA-256 (hex).
+    pub sha256: String,
+}
+
+/// What a build produced.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BuildReport {
+    /// `<out>/guestos`.
+    pub dir: PathBuf,
+    /// The version built.
+    pub version: String,
+    /// The dm-verity root hash of A_root.
+    pub root_hash: String,
+    /// The artifacts, sorted by name.
+    pub artifacts: Vec<Artifact>,
+    /// Every stage with its time.
+    pub stages: Vec<StageTiming>,
+}
+
+/// The output folder's file names.
+pub const DISK_IMG: &str = "disk-img.tar.zst";
+/// The upgrade image.
+pub const UPDATE_IMG: &str = "update-img.tar.zst";
+/// Checksums of the other three files, `sha256sum` format.
+pub const SHA256SUMS: &str = "SHA256SUMS";
+/// The version, one line.
+pub const VERSION_TXT: &str = "VERSION.TXT";
+
+const STAGES: usize = 13;
+
+/// Removes the temporary folders of a build that did not finish.
+struct Cleanup(Vec<PathBuf>);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            if p.exists() {
+                let _ = fs::remove_dir_all(p);
+            }
+        }
+    }
+}
+
+fn input(path: &Path) -> Result<PathBuf> {
+    if path.exists() {
+        Ok(path.to_path_buf())
+    } else {
+        Err(BuildError::Input {
+            path: path.to_path_buf(),
+            message: "missing (is --source the icos source tree?)".into(),
+        })
+    }
+}
+
+/// Builds GuestOS (see the crate docs).
+pub fn build_guestos(opts: &GuestOsOptions) -> Result<BuildReport> {
+    let src = fs::canonicalize(&opts.source).map_err(BuildError::io("reading", &opts.source))?;
+    let images = src.join("images");
+    let guest_dir = images.join("guestos");
+    let lock_path = input(&guest_dir.join("packages.lock"))?;
+    let build_lock_path = input(&images.join("build/packages.lock"))?;
+    let grub_cfg = input(&guest_dir.join("grub/grub.cfg"))?;
+    let grub_early = input(&guest_dir.join("grub/grub-early.cfg"))?;
+    let grub_modules = input(&guest_dir.join("grub/modules.list"))?;
+    let init_script = input(&guest_dir.join("initramfs/init"))?;
+    let overlay_common = input(&guest_dir.join("rootfs"))?;
+    let overlay_env = guest_dir.join(format!("rootfs-{}", opts.env.as_str()));
+    if let Some(r) = &opts.replica
+        && !r.is_file()
+    {
+        return Err(BuildError::Input {
+            path: r.clone(),
+            message: "--replica: not a file".into(),
+        });
+    }
+
+    let lock = Lock::load(&lock_path)?;
+    let build_lock = Lock::load(&build_lock_path)?;
+    let grub_debs: Vec<_> = ["grub-common", "grub-efi-amd64-bin"]
+        .iter()
+        .map(|name| {
+            build_lock
+                .package(name)
+                .cloned()
+                .ok_or_else(|| BuildError::NotLocked {
+                    lock: build_lock_path.clone(),
+                    package: (*name).to_owned(),
+                })
+        })
+        .collect::<Result<_>>()?;
+    for needed in [
+        "busybox-static",
+        "cryptsetup-bin",
+        "linux-image-amd64",
+        "systemd",
+    ] {
+        if lock.package(needed).is_none() {
+            return Err(BuildError::NotLocked {
+                lock: lock_path.clone(),
+                package: needed.to_owned(),
+            });
+        }
+    }
+
+    // Host tools, all checked before any work.
+    let fs_tools = Tools::discover()?;
+    let mmdebstrap = tools::find(MMDEBSTRAP)?;
+    let dpkg_deb = tools::find(DPKG_DEB)?;
+    tools::find(tools::APT_FTPARCHIVE)?;
+    let cargo = std::env::var_os("CARGO")
+        .map(PathBuf::from)
+        .filter(|p| p.is_file())
+        .map_or_else(|| tools::find(CARGO), Ok)?;
+
+    let version = match &opts.version {
+        Some(v) => v.clone(),
+        None => git_head(&src)?,
+    };
+    if version.is_empty() || version.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(BuildError::Input {
+            path: PathBuf::from("--version"),
+            message: format!("'{version}' must be one word"),
+        });
+    }
+
+    let cache = match &opts.cache {
+        Some(c) => Cache::new(c),
+        None => Cache::default_location()?,
+    };
+    let sc = StageCache::new(cache.root().join("build"));
+
+    // Output: a temporary folder next to the final one, renamed at the end.
+    fs::create_dir_all(&opts.out).map_err(BuildError::io("creating", &opts.out))?;
+    let out = fs::canonicalize(&opts.out).map_err(BuildError::io("reading", &opts.out))?;
+    let final_dir = out.join("guestos");
+    let pid = std::process::id();
+    let tmp_out = out.join(format!(".guestos.tmp-{pid}"));
+    let work = out.join(format!(".guestos.work-{pid}"));
+    let _cleanup = Cleanup(vec![tmp_out.clone(), work.clone()]);
+    for d in [&tmp_out, &work] {
+        if d.exists() {
+            fs::remove_dir_all(d).map_err(BuildError::io("removing", d))?;
+        }
+        fs::create_dir_all(d).map_err(BuildError::io("creating", d))?;
+    }
+
+    let mut st = Stages::new(opts.progress, STAGES);
+    let epoch = opts.epoch;
+    let layout = OsKind::GuestOs.layout();
+    let part = |name: &str| {
+        layout
+            .partition(name)
+            .cloned()
+            .ok_or_else(|| BuildError::Input {
+                path: PathBuf::from("icos_layout::guestos"),
+                message: format!("no partition {name}"),
+            })
+    };
+    let a_root = part("A_root")?;
+    let a_boot = part("A_boot")?;
+    let esp_part = part("esp")?;
+    let grub_part = part("grub")?;
+    let config_part = part("config")?;
+    let slot_a = layout
+        .slot_partitions(Slot::A)
+        .ok_or_else(|| BuildError::Input {
+            path: PathBuf::from("icos_layout::guestos"),
+            message: "no slot A".into(),
+        })?;
+    debug_assert_eq!(slot_a.root.uuid, a_root.uuid);
+
+    // 1. Packages.
+    st.run("fetch packages", || {
+        let fo = FetchOptions {
+            mirror: opts.mirror.clone(),
+            offline: opts.offline,
+            progress: Progress::Quiet,
+            ..FetchOptions::default()
+        };
+        let a = icos_packages::fetch(&lock, &cache, &fo)?;
+        let b = icos_packages::fetch(&build_lock, &cache, &fo)?;
+        let downloaded = a.downloaded + b.downloaded;
+        let status = if downloaded == 0 {
+            StageStatus::Cached
+        } else {
+            StageStatus::Built
+        };
+        Ok((
+            (),
+            status,
+            format!(
+                "{} packages verified, {downloaded} downloaded",
+                a.packages + b.packages
+            ),
+        ))
+    })?;
+
+    // 2. Our binaries.
+    let icos_bin = st.run("build icos (cargo --release --locked)", || {
+        build_icos(&cargo, &src, &work)
+    })?;
+    let icos_sha = sha256_file(&icos_bin)?;
+    let replica_sha = opts.replica.as_deref().map(sha256_file).transpose()?;
+
+    // 3 + 4. Raw root file system.
+    let mmdebstrap_version = tools::version_line(&mmdebstrap, &["--version"]);
+    let lock_bytes = fs::read(&lock_path).map_err(BuildError::io("reading", &lock_path))?;
+    let include = lock.requested.join(",");
+    let raw_key = KeyBuilder::new("rootfs-raw")
+        .bytes("lock", &lock_bytes)
+        .str("mmdebstrap", &mmdebstrap_version)
+        .str("args", &mmdebstrap_args_template(&include))
+        .str("epoch", &epoch.to_string())
+        .finish();
+    let raw_cached = sc.entry("rootfs-raw", &raw_key).is_dir();
+    let repo = work.join("repo");
+    st.run("local apt repository", || {
+        if raw_cached {
+            return Ok(((), StageStatus::Cached, "not needed".into()));
+        }
+        let r = icos_packages::write_repo(&lock, &cache, &repo)?;
+        Ok(((), StageStatus::Built, format!("{} packages", r.packages)))
+    })?;
+    let raw_dir = st.run("root file system (mmdebstrap)", || {
+        let (dir, cached) = sc.get_or_make("rootfs-raw", &raw_key, |tmp| {
+            run_mmdebstrap(
+                &mmdebstrap,
+                &lock,
+                &repo,
+                &tmp.join("rootfs.tar"),
+                &work,
+                epoch,
+            )
+        })?;
+        let size = file_len(&dir.join("rootfs.tar"))?;
+        Ok((dir, status(cached), format!("{} tar", mib(size))))
+    })?;
+
+    // 5. Customisation.
+    let custom_key = {
+        let mut k = KeyBuilder::new("rootfs-custom")
+            .str("version", CUSTOMISE_VERSION)
+            .key("raw", &raw_key)
+            .str("env", opts.env.as_str())
+            .dir("overlay", &overlay_common)?
+            .dir("overlay-env", &overlay_env)?
+            .str("icos", &icos_sha)
+            .str("image-version", &version)
+            .str("epoch", &epoch.to_string());
+        if let Some(r) = &replica_sha {
+            k = k.str("replica", r);
+        }
+        k.finish()
+    };
+    let custom_dir = st.run("customise root file system", || {
+        let (dir, cached) = sc.get_or_make("rootfs-custom", &custom_key, |tmp| {
+            customise(
+                &raw_dir.join("rootfs.tar"),
+                tmp,
+                opts,
+                &overlay_common,
+                &overlay_env,
+                &icos_bin,
+                &version,
+            )
+        })?;
+        let size = file_len(&dir.join("rootfs.tar"))?;
+        Ok((dir, status(cached), format!("{} tar", mib(size))))
+    })?;
+    let kernel_version = read_text(&custom_dir.join("kernel-version"))?;
+
+    // 6. Initramfs.
+    let initrd_key = KeyBuilder::new("initramfs")
+        .str("format", "2")
+        .key("custom", &custom_key)
+        .file("init", &init_script)?
+        .str("modules", &initramfs::MODULES.join(" "))
+        .str("applets", &initramfs::APPLETS.join(" "))
+        .str("programs", &initramfs::PROGRAMS.join(" "))
+        .str("hash-offset", &VERITY_HASH_OFFSET.to_string())
+        .finish();
+    let initrd_dir = st.run("initramfs", || {
+        let (dir, cached) = sc.get_or_make("initramfs", &initrd_key, |tmp| {
+            make_initramfs(&custom_dir, &kernel_version, &init_script, tmp)
+        })?;
+        let size = file_len(&dir.join("initrd.img"))?;
+        Ok((dir, status(cached), mib(size)))
+    })?;
+
+    // 7. A_root.
+    let root_key = KeyBuilder::new("a-root")
+        .key("custom", &custom_key)
+        .str("e2fsprogs", &fs_tools.e2fsprogs_version.to_string())
+        .str("veritysetup", &fs_tools.veritysetup_version.to_string())
+        .str("fs-size", &ROOT_FS_SIZE.to_string())
+        .str("part-size", &a_root.size_bytes().to_string())
+        .str("hash-offset", &VERITY_HASH_OFFSET.to_string())
+        .str("salt", VERITY_SALT)
+        .str("uuid", &format!("{VERITY_UUID}/{ROOT_FS_UUID}/{HASH_SEED}"))
+        .str("epoch", &epoch.to_string())
+        .finish();
+    let root_dir = st.run("A_root (ext4 + dm-verity)", || {
+        let (dir, cached) = sc.get_or_make("a-root", &root_key, |tmp| {
+            make_root(
+                &fs_tools,
+                &custom_dir.join("rootfs.tar"),
+                a_root.size_bytes(),
+                epoch,
+                tmp,
+            )
+        })?;
+        let hash = read_text(&dir.join("root_hash"))?;
+        Ok((
+            dir,
+            status(cached),
+            format!("root hash {}", &hash[..16.min(hash.len())]),
+        ))
+    })?;
+    let root_hash = read_text(&root_dir.join("root_hash"))?;
+
+    // 8. A_boot.
+    let boot_args = BootArgs {
+        root_partuuid: a_root.uuid,
+        slot: 'A',
+        root_hash: root_hash.clone(),
+        extra: Vec::new(),
+    }
+    .render()
+    .map_err(|message| BuildError::Input {
+        path: root_dir.join("root_hash"),
+        message,
+    })?;
+    let boot_key = KeyBuilder::new("a-boot")
+        .str("format", "2")
+        .key("custom", &custom_key)
+        .key("initramfs", &initrd_key)
+        .str("boot-args", &boot_args)
+        .str("version", &version)
+        .str("e2fsprogs", &fs_tools.e2fsprogs_version.to_string())
+        .str("size", &a_boot.size_bytes().to_string())
+        .str("epoch", &epoch.to_string())
+        .finish();
+    let boot_dir = st.run("A_boot (ext4)", || {
+        let (dir, cached) = sc.get_or_make("a-boot", &boot_key, |tmp| {
+            let tree = work.join("boot-tree");
+            fs::create_dir_all(&tree).map_err(BuildError::io("creating", &tree))?;
+            copy(&custom_dir.join("vmlinuz"), &tree.join("vmlinuz"))?;
+            copy(&initrd_dir.join("initrd.img"), &tree.join("initrd.img"))?;
+            write(&tree.join("boot_args"), boot_args.as_bytes())?;
+            write(&tree.join("version.txt"), format!("{version}\n").as_bytes())?;
+            // Explicit modes: the file system must not depend on the umask.
+            set_mode(&tree, 0o755)?;
+            for f in ["vmlinuz", "initrd.img", "boot_args", "version.txt"] {
+                set_mode(&tree.join(f), 0o644)?;
+            }
+            let spec = Ext4Spec {
+                size_bytes: a_boot.size_bytes(),
+                label: "boot".into(),
+                uuid: BOOT_FS_UUID,
+                hash_seed: HASH_SEED,
+                epoch,
+            };
+            icos_imagefs::make_ext4(
+                &fs_tools,
+                &spec,
+                Ext4Source::DirRootOwned(&tree),
+                &tmp.join("boot.img"),
+            )
+            .map_err(BuildError::imagefs("making A_boot"))
+        })?;
+        Ok((dir, status(cached), String::new()))
+    })?;
+
+    // 9. ESP.
+    let mods_text = read_text(&grub_modules)?;
+    let modules = boot::parse_module_list(&mods_text);
+    let esp_key = {
+        let mut k = KeyBuilder::new("esp")
+            .file("early", &grub_early)?
+            .str("modules", &modules.join(" "))
+            .str("mtools", &fs_tools.mtools_version.to_string())
+            .str("size", &esp_part.size_bytes().to_string())
+            .str("epoch", &epoch.to_string());
+        for d in &grub_debs {
+            k = k.str("deb", &d.sha256.to_string());
+        }
+        k.finish()
+    };
+    let esp_dir = st.run("esp (GRUB EFI)", || {
+        let (dir, cached) = sc.get_or_make("esp", &esp_key, |tmp| {
+            let root = work.join("grub-debs");
+            for d in &grub_debs {
+                tools::run(
+                    Command::new(&dpkg_deb)
+                        .arg("-x")
+                        .arg(cache.path_of(&d.sha256))
+                        .arg(&root),
+                )?;
+            }
+            let efi = work.join("BOOTX64.EFI");
+            tools::run(
+                Command::new(root.join("usr/bin/grub-mkimage"))
+                    .arg("-d")
+                    .arg(root.join("usr/lib/grub/x86_64-efi"))
+                    .args(["-O", "x86_64-efi", "-p", "(hd0,gpt2)", "-c"])
+                    .arg(&grub_early)
+                    .arg("-o")
+                    .arg(&efi)
+                    .args(&modules)
+                    .env("SOURCE_DATE_EPOCH", epoch.to_string()),
+            )?;
+            let spec = VfatSpec {
+                size_bytes: esp_part.size_bytes(),
+                label: "ESP".into(),
+                volume_id: ESP_VOLUME_ID,
+                epoch,
+            };
+            icos_imagefs::make_vfat(
+                &fs_tools,
+                &spec,
+                &[("EFI/BOOT/BOOTX64.EFI".to_owned(), efi)],
+                &tmp.join("esp.img"),
+            )
+            .map_err(BuildError::imagefs("making the ESP"))
+        })?;
+        Ok((dir, status(cached), String::new()))
+    })?;
+
+    // 10. grub partition.
+    let grubenv = boot::initial_grubenv().map_err(BuildError::Grubenv)?;
+    let grub_key = KeyBuilder::new("grub")
+        .file("grub.cfg", &grub_cfg)?
+        .bytes("grubenv", &grubenv)
+        .str("mtools", &fs_tools.mtools_version.to_string())
+        .str("size", &grub_part.size_bytes().to_string())
+        .str("epoch", &epoch.to_string())
+        .finish();
+    let grub_dir = st.run("grub (grub.cfg + grubenv)", || {
+        let (dir, cached) = sc.get_or_make("grub", &grub_key, |tmp| {
+            let env_file = work.join("grubenv");
+            write(&env_file, &grubenv)?;
+            let spec = VfatSpec {
+                size_bytes: grub_part.size_bytes(),
+                label: "GRUB".into(),
+                volume_id: GRUB_VOLUME_ID,
+                epoch,
+            };
+            icos_imagefs::make_vfat(
+                &fs_tools,
+                &spec,
+                &[
+                    ("grub.cfg".to_owned(), grub_cfg.clone()),
+                    ("grubenv".to_owned(), env_file),
+                ],
+                &tmp.join("grub.img"),
+            )
+            .map_err(BuildError::imagefs("making the grub partition"))
+        })?;
+        Ok((dir, status(cached), String::new()))
+    })?;
+
+    // 11. config partition.
+    let config_key = KeyBuilder::new("config")
+        .str("e2fsprogs", &fs_tools.e2fsprogs_version.to_string())
+        .str("size", &config_part.size_bytes().to_string())
+        .str("uuid", &CONFIG_FS_UUID.to_string())
+        .str("epoch", &epoch.to_string())
+        .finish();
+    let config_dir = st.run("config (ext4, empty)", || {
+        let (dir, cached) = sc.get_or_make("config", &config_key, |tmp| {
+            let spec = Ext4Spec {
+                size_bytes: config_part.size_bytes(),
+                label: "CONFIG".into(),
+                uuid: CONFIG_FS_UUID,
+                hash_seed: HASH_SEED,
+                epoch,
+            };
+            icos_imagefs::make_ext4(&fs_tools, &spec, Ext4Source::Empty, &tmp.join("config.img"))
+                .map_err(BuildError::imagefs("making the config partition"))
+        })?;
+        Ok((dir, status(cached), String::new()))
+    })?;
+
+    // 12 + 13. Disk and artifacts.
+    let artifacts_key = KeyBuilder::new("artifacts")
+        .key("esp", &esp_key)
+        .key("grub", &grub_key)
+        .key("config", &config_key)
+        .key("a-boot", &boot_key)
+        .key("a-root", &root_key)
+        .str("version", &version)
+        .str("layout", &format!("{layout:?}"))
+        .finish();
+    let artifacts_cached = sc.entry("artifacts", &artifacts_key).is_dir();
+    let disk = work.join("disk.img");
+    st.run("disk image (GPT, 50 GiB sparse)", || {
+        if artifacts_cached {
+            return Ok(((), StageStatus::Cached, String::new()));
+        }
+        let images: Vec<(&str, PathBuf)> = vec![
+            ("esp", esp_dir.join("esp.img")),
+            ("grub", grub_dir.join("grub.img")),
+            ("config", config_dir.join("config.img")),
+            ("A_boot", boot_dir.join("boot.img")),
+            ("A_root", root_dir.join("root.img")),
+        ];
+        let refs: Vec<(&str, &Path)> = images.iter().map(|(n, p)| (*n, p.as_path())).collect();
+        icos_imagefs::assemble_disk(&layout, &refs, &disk)
+            .map_err(BuildError::imagefs("assembling the disk"))?;
+        let allocated = allocated_bytes(&disk)?;
+        Ok((
+            (),
+            StageStatus::Built,
+            format!("{} allocated", mib(allocated)),
+        ))
+    })?;
+    let art_dir = st.run("artifacts (sparse tar + zstd)", || {
+        let (dir, cached) = sc.get_or_make("artifacts", &artifacts_key, |tmp| {
+            write_artifacts(
+                tmp,
+                &disk,
+                &boot_dir.join("boot.img"),
+                &root_dir.join("root.img"),
+                &version,
+                &work,
+            )
+        })?;
+        let note = format!(
+            "disk {}, update {}",
+            mib(file_len(&dir.join(DISK_IMG))?),
+            mib(file_len(&dir.join(UPDATE_IMG))?)
+        );
+        Ok((dir, status(cached), note))
+    })?;
+
+    // Publish: link (or copy) into the temporary folder, then rename.
+    let mut artifacts = Vec::new();
+    for name in [VERSION_TXT, DISK_IMG, SHA256SUMS, UPDATE_IMG] {
+        let from = art_dir.join(name);
+        let to = tmp_out.join(name);
+        if fs::hard_link(&from, &to).is_err() {
+            copy(&from, &to)?;
+        }
+        artifacts.push(Artifact {
+            name: name.to_owned(),
+            size: file_len(&to)?,
+            sha256: sha256_file(&to)?,
+        });
+    }
+    let sums = read_text(&tmp_out.join(SHA256SUMS))?;
+    for a in artifacts.iter().filter(|a| a.name != SHA256SUMS) {
+        if !sums.contains(&format!("{}  {}", a.sha256, a.name)) {
+            return Err(BuildError::Rootfs(format!(
+                "cached artifact {} does not match its SHA256SUMS; remove {}",
+                a.name,
+                art_dir.display()
+            )));
+        }
+    }
+    publish(&tmp_out, &final_dir)?;
+
+    for (stage, key, keep) in [
+        ("rootfs-raw", &raw_key, 2),
+        ("rootfs-custom", &custom_key, 3),
+        ("initramfs", &initrd_key, 3),
+        ("a-root", &root_key, 3),
+        ("a-boot", &boot_key, 3),
+        ("esp", &esp_key, 2),
+        ("grub", &grub_key, 2),
+        ("config", &config_key, 2),
+        ("artifacts", &artifacts_key, 3),
+    ] {
+        sc.prune(stage, key, keep)?;
+    }
+
+    Ok(BuildReport {
+        dir: final_dir,
+        version,
+        root_hash,
+        artifacts,
+        stages: st.timings().to_vec(),
+    })
+}
+
+fn status(cached: bool) -> StageStatus {
+    if cached {
+        StageStatus::Cached
+    } else {
+        StageStatus::Built
+    }
+}
+
+fn file_len(path: &Path) -> Result<u64> {
+    Ok(fs::metadata(path)
+        .map_err(BuildError::io("reading", path))?
+        .len())
+}
+
+fn allocated_bytes(path: &Path) -> Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    Ok(fs::metadata(path)
+        .map_err(BuildError::io("reading", path))?
+        .blocks()
+        * 512)
+}
+
+fn read_text(path: &Path) -> Result<String> {
+    Ok(fs::read_to_string(path)
+        .map_err(BuildError::io("reading", path))?
+        .trim()
+        .to_owned())
+}
+
+fn write(path: &Path, data: &[u8]) -> Result<()> {
+    fs::write(path, data).map_err(BuildError::io("writing", path))
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .map_err(BuildError::io("setting mode of", path))
+}
+
+fn copy(from: &Path, to: &Path) -> Result<()> {
+    fs::copy(from, to).map_err(BuildError::io("copying to", to))?;
+    Ok(())
+}
+
+/// `git rev-parse HEAD` in `src`.
+fn git_head(src: &Path) -> Result<String> {
+    let git = tools::find(GIT)?;
+    let out = tools::run(
+        Command::new(git)
+            .arg("-C")
+            .arg(src)
+            .args(["rev-parse", "HEAD"]),
+    )
+    .map_err(|e| BuildError::Input {
+        path: src.to_path_buf(),
+        message: format!("cannot tell the version (pass --version): {e}"),
+    })?;
+    Ok(String::from_utf8_lossy(&out).trim().to_owned())
+}
+
+/// Builds `icos` for the image: `cargo build --release --locked` in a
+/// target directory of its own, with the source tree and `CARGO_HOME`
+/// remapped so no build path leaks into the binary.
+fn build_icos(cargo: &Path, src: &Path, work: &Path) -> Result<(PathBuf, StageStatus, String)> {
+    let target = src.join("target").join("image");
+    let bin = target.join("release").join("icos");
+    let before = fs::metadata(&bin).and_then(|m| m.modified()).ok();
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+        .unwrap_or_else(|| PathBuf::from("/root/.cargo"));
+    let rustflags = format!(
+        "--remap-path-prefix={}=/icos --remap-path-prefix={}=/cargo",
+        src.display(),
+        cargo_home.display()
+    );
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(src)
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "-p",
+            "icos",
+            "--bin",
+            "icos",
+        ])
+        .arg("--target-dir")
+        .arg(&target)
+        .env("RUSTFLAGS", rustflags)
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("CARGO_BUILD_RUSTFLAGS")
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("RUSTC_WRAPPER")
+        .env_remove("RUSTC_WORKSPACE_WRAPPER");
+    tools::run_logged(&mut cmd, &work.join("cargo.log"))?;
+    let after = fs::metadata(&bin).and_then(|m| m.modified()).ok();
+    let status = if before.is_some() && before == after {
+        StageStatus::Cached
+    } else {
+        StageStatus::Built
+    };
+    let note = format!("icos {}", mib(file_len(&bin)?));
+    Ok((bin, status, note))
+}
+
+/// The mmdebstrap arguments, with `{include}` filled in and the
+/// repository and output paths left out (they do not change the result).
+pub fn mmdebstrap_args_template(include: &str) -> String {
+    mmdebstrap_args(include, Path::new("REPO"), Path::new("OUT")).join(" ")
+}
+
+/// The mmdebstrap command line (without the program).
+pub fn mmdebstrap_args(include: &str, repo: &Path, out: &Path) -> Vec<String> {
+    vec![
+        "--variant=required".into(),
+        "--mode=root".into(),
+        "--format=tar".into(),
+        format!("--include={include}"),
+        "--aptopt=Acquire::Languages \"none\"".into(),
+        "--aptopt=Apt::Install-Recommends \"false\"".into(),
+        // Never drop to the _apt user: whether it could read the repository
+        // (umask) would otherwise change owners in the result.
+        "--aptopt=APT::Sandbox::User \"root\"".into(),
+        "bookworm".into(),
+        out.display().to_string(),
+        format!("deb [trusted=yes] copy://{}/ ./", repo.display()),
+    ]
+}
+
+fn run_mmdebstrap(
+    mmdebstrap: &Path,
+    lock: &Lock,
+    repo: &Path,
+    out: &Path,
+    work: &Path,
+    epoch: u64,
+) -> Result<()> {
+    let include = lock.requested.join(",");
+    let tmp = work.join("mmdebstrap-tmp");
+    fs::create_dir_all(&tmp).map_err(BuildError::io("creating", &tmp))?;
+    let mut cmd = Command::new(mmdebstrap);
+    cmd.args(mmdebstrap_args(&include, repo, out))
+        .env("SOURCE_DATE_EPOCH", epoch.to_string())
+        // The image boots its own initramfs: no initramfs-tools run.
+        .env("INITRD", "No")
+        .env("TMPDIR", &tmp)
+        .env("TZ", "UTC")
+        .env("LC_ALL", "C.UTF-8");
+    tools::run_logged(&mut cmd, &work.join("mmdebstrap.log"))
+}
+
+fn customise(
+    raw_tar: &Path,
+    out: &Path,
+    opts: &GuestOsOptions,
+    overlay_common: &Path,
+    overlay_env: &Path,
+    icos_bin: &Path,
+    version: &str,
+) -> Result<()> {
+    let mut c = rootfs::read_rootfs_tar(raw_tar)?;
+    c.tree.overlay_dir(overlay_common)?;
+    if overlay_env.is_dir() {
+        c.tree.overlay_dir(overlay_env)?;
+    }
+    let icos = fs::read(icos_bin).map_err(BuildError::io("reading", icos_bin))?;
+    c.tree
+        .insert("opt/ic/bin/icos", Node::new(Kind::File(icos), 0o755));
+    if let Some(r) = &opts.replica {
+        let data = fs::read(r).map_err(BuildError::io("reading", r))?;
+        c.tree
+            .insert("opt/ic/bin/replica", Node::new(Kind::File(data), 0o755));
+    }
+    c.tree.insert(
+        "opt/ic/share/version.txt",
+        Node::new(Kind::File(format!("{version}\n").into_bytes()), 0o644),
+    );
+    if opts.env == Env::Dev {
+        rootfs::set_root_password(&mut c.tree, DEV_ROOT_PASSWORD_HASH)?;
+    }
+    c.tree.fix_hardlinks();
+    let tar_path = out.join("rootfs.tar");
+    let file = fs::File::create(&tar_path).map_err(BuildError::io("creating", &tar_path))?;
+    let mut w = BufWriter::with_capacity(1 << 20, file);
+    c.tree
+        .write_tar(&mut w, opts.epoch)
+        .map_err(|source| BuildError::Tar {
+            step: "writing",
+            path: tar_path.clone(),
+            source,
+        })?;
+    w.flush().map_err(BuildError::io("writing", &tar_path))?;
+    write(&out.join("vmlinuz"), &c.kernel)?;
+    write(&out.join("kernel-version"), c.kernel_version.as_bytes())?;
+    let info = serde_json::json!({
+        "entries": c.tree.nodes.len(),
+        "file_bytes": c.tree.file_bytes(),
+        "dropped": c.dropped,
+        "kernel_version": c.kernel_version,
+    });
+    write(&out.join("info.json"), info.to_string().as_bytes())
+}
+
+fn make_initramfs(custom_dir: &Path, kernel_version: &str, init: &Path, out: &Path) -> Result<()> {
+    let root = rootfs::read_tree(&custom_dir.join("rootfs.tar"))?;
+    let mut ir = initramfs::build(&root, kernel_version, VERITY_HASH_OFFSET)?;
+    let init_data = fs::read(init).map_err(BuildError::io("reading", init))?;
+    ir.tree
+        .insert("init", Node::new(Kind::File(init_data), 0o755));
+    let tree_dir = out.join("tree");
+    fs::create_dir_all(&tree_dir).map_err(BuildError::io("creating", &tree_dir))?;
+    initramfs::write_dir(&ir.tree, &tree_dir)?;
+    let img = out.join("initrd.img");
+    let file = fs::File::create(&img).map_err(BuildError::io("creating", &img))?;
+    let mut enc = zstd::stream::Encoder::new(BufWriter::new(file), 12)
+        .map_err(BuildError::io("compressing", &img))?;
+    enc.include_checksum(true)
+        .map_err(BuildError::io("compressing", &img))?;
+    icos_imagefs::write_cpio_newc(&tree_dir, &mut enc)
+        .map_err(BuildError::imagefs("writing the initramfs cpio"))?;
+    enc.finish()
+        .and_then(|mut w| w.flush())
+        .map_err(BuildError::io("writing", &img))?;
+    fs::remove_dir_all(&tree_dir).map_err(BuildError::io("removing", &tree_dir))?;
+    write(
+        &out.join("verity.conf"),
+        initramfs::verity_conf(VERITY_HASH_OFFSET, &ir.modules, &ir.probe_files).as_bytes(),
+    )
+}
+
+fn make_root(tools: &Tools, tar: &Path, part_size: u64, epoch: u64, out: &Path) -> Result<()> {
+    let img = out.join("root.img");
+    let spec = Ext4Spec {
+        size_bytes: ROOT_FS_SIZE,
+        label: "root".into(),
+        uuid: ROOT_FS_UUID,
+        hash_seed: HASH_SEED,
+        epoch,
+    };
+    icos_imagefs::make_ext4(tools, &spec, Ext4Source::Tar(tar), &img)
+        .map_err(BuildError::imagefs("making A_root"))?;
+    let f = fs::OpenOptions::new()
+        .write(true)
+        .open(&img)
+        .map_err(BuildError::io("opening", &img))?;
+    f.set_len(part_size)
+        .map_err(BuildError::io("extending", &img))?;
+    f.sync_all().map_err(BuildError::io("syncing", &img))?;
+    drop(f);
+    let mut salt = [0u8; 32];
+    hex::decode_to_slice(VERITY_SALT, &mut salt).map_err(|e| BuildError::Input {
+        path: PathBuf::from("VERITY_SALT"),
+        message: e.to_string(),
+    })?;
+    let vspec = VeritySpec {
+        hash_offset: VERITY_HASH_OFFSET,
+        data_blocks: ROOT_FS_SIZE / icos_imagefs::BLOCK_SIZE,
+        salt,
+        uuid: VERITY_UUID,
+    };
+    let hash = icos_imagefs::verity_format(tools, &img, &vspec)
+        .map_err(BuildError::imagefs("formatting dm-verity on A_root"))?;
+    write(&out.join("root_hash"), format!("{hash}\n").as_bytes())
+}
+
+/// The verity parameters of A_root, for checks (`veritysetup verify`).
+pub fn root_verity_spec() -> VeritySpec {
+    let mut salt = [0u8; 32];
+    // VERITY_SALT is a valid 64-digit constant (checked by a unit test).
+    let _ = hex::decode_to_slice(VERITY_SALT, &mut salt);
+    VeritySpec {
+        hash_offset: VERITY_HASH_OFFSET,
+        data_blocks: ROOT_FS_SIZE / icos_imagefs::BLOCK_SIZE,
+        salt,
+        uuid: VERITY_UUID,
+    }
+}
+
+fn write_artifacts(
+    out: &Path,
+    disk: &Path,
+    boot_img: &Path,
+    root_img: &Path,
+    version: &str,
+    work: &Path,
+) -> Result<()> {
+    let version_file = out.join(VERSION_TXT);
+    write(&version_file, format!("{version}\n").as_bytes())?;
+    // The upgrade image carries the same version file.
+    let upd_version = work.join(VERSION_TXT);
+    write(&upd_version, format!("{version}\n").as_bytes())?;
+    let zopts = icos_sparse_tar::ZstdOptions::default();
+    let tar_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| BuildError::SparseTar {
+            path,
+            source: Box::new(source),
+        }
+    };
+
+    let disk_out = out.join(DISK_IMG);
+    let mut b = icos_sparse_tar::TarBuilder::new();
+    b.add_file("disk.img", disk);
+    let plan = b.plan(&mut |_| {}).map_err(tar_err(&disk_out))?;
+    plan.write_tar_zst(&disk_out, &zopts, &mut |_| {})
+        .map_err(tar_err(&disk_out))?;
+
+    let upd_out = out.join(UPDATE_IMG);
+    let mut b = icos_sparse_tar::TarBuilder::new();
+    b.add_file("boot.img", boot_img)
+        .add_file("root.img", root_img)
+        .add_file(VERSION_TXT, &upd_version);
+    let plan = b.plan(&mut |_| {}).map_err(tar_err(&upd_out))?;
+    plan.write_tar_zst(&upd_out, &zopts, &mut |_| {})
+        .map_err(tar_err(&upd_out))?;
+
+    let mut sums = String::new();
+    for name in [VERSION_TXT, DISK_IMG, UPDATE_IMG] {
+        sums.push_str(&format!("{}  {name}\n", sha256_file(&out.join(name))?));
+    }
+    write(&out.join(SHA256SUMS), sums.as_bytes())
+}
+
+/// Moves `tmp` to `dest`, replacing an older `dest` (moved aside first and
+/// removed after).
+fn publish(tmp: &Path, dest: &Path) -> Result<()> {
+    let old = dest.with_file_name(format!(".guestos.old-{}", std::process::id()));
+    let had_old = dest.exists();
+    if had_old {
+        fs::rename(dest, &old).map_err(BuildError::io("moving aside", dest))?;
+    }
+    if let Err(e) = fs::rename(tmp, dest) {
+        if had_old {
+            let _ = fs::rename(&old, dest);
+        }
+        return Err(BuildError::io("renaming into", dest)(e));
+    }
+    if had_old {
+        fs::remove_dir_all(&old).map_err(BuildError::io("removing", &old))?;
+    }
+    if let Some(parent) = dest.parent()
+        && let Ok(d) = fs::File::open(parent)
+    {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constants() {
+        assert_eq!(VERITY_HASH_OFFSET, 10 * (1 << 30) - 128 * (1 << 20));
+        assert_eq!(
+            root_verity_spec().salt.to_vec(),
+            hex::decode(VERITY_SALT).unwrap()
+        );
+        assert_eq!(root_verity_spec().data_blocks, 786_432);
+        assert!(ROOT_FS_SIZE + icos_imagefs::verity_hash_size(786_432) <= VERITY_HASH_OFFSET);
+        assert_eq!(sha256_bytes(b"icos GuestOS dm-verity salt v1"), VERITY_SALT);
+    }
+
+    #[test]
+    fn mmdebstrap_command_line() {
+        let args = mmdebstrap_args("a,b", Path::new("/r"), Path::new("/o/rootfs.tar"));
+        assert!(args.contains(&"--variant=required".to_string()));
+        assert!(args.contains(&"--include=a,b".to_string()));
+        assert_eq!(args.last().unwrap(), "deb [trusted=yes] copy:///r/ ./");
+        // The template leaves the paths out of the cache key.
+        assert!(!mmdebstrap_args_template("a").contains("/o/"));
+    }
+}
