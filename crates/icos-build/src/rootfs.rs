@@ -546,8 +546,8 @@ impl Tree {
         }
     }
 
-    /// Writes the tree as a tar archive: sorted by name, every mtime
-    /// `epoch`, GNU headers, extended attributes as pax records.
+    /// Writes the tree as a tar archive: sorted by name, every mtime, atime
+    /// and ctime `epoch`, GNU headers, extended attributes as pax records.
     pub fn write_tar(&self, out: impl Write, epoch: u64) -> std::io::Result<()> {
         let mut b = tar::Builder::new(out);
         b.mode(tar::HeaderMode::Deterministic);
@@ -565,6 +565,12 @@ impl Tree {
             h.set_uid(node.uid);
             h.set_gid(node.gid);
             h.set_mtime(epoch);
+            // mke2fs takes atime and ctime from the archive (0 when absent):
+            // give every inode the epoch for all three times.
+            if let Some(gnu) = h.as_gnu_mut() {
+                gnu.set_atime(epoch);
+                gnu.set_ctime(epoch);
+            }
             h.set_size(0);
             match &node.kind {
                 Kind::File(data) => {
