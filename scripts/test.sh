@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Runs every check of the project: formatting, lints, all tests, and a build
-# of the fuzz targets. Installs its own system prerequisites first.
+# Runs every check of the project: formatting, lints, all tests (unit, CLI
+# and VM tests: the GuestOS image is built and booted), the two-build
+# reproducibility check, and a build of the fuzz targets. Installs its own
+# system prerequisites first. Needs root (image builds use mmdebstrap).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +18,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "cargo test"
 cargo test --workspace --locked
+
+step "reproducibility: two independent GuestOS builds must be bit-identical"
+cargo test -p icos --locked --test repro_cli -- --ignored
 
 step "fuzz targets build"
 cargo build --manifest-path fuzz/Cargo.toml --locked --bins

@@ -18,8 +18,9 @@
 //!   existing build outputs (folders holding `guestos/`) or two images.
 //!
 //! The report is a table (artifact, SHA-256 A, SHA-256 B, same?) over the
-//! four artifacts and the decompressed `disk.img`, `boot.img` and
-//! `root.img`. When the disks differ, each GPT partition (and the table
+//! four artifacts; when an archive differs, its decompressed images
+//! (`disk.img`, or `boot.img` and `root.img`) get rows too. When the disks
+//! differ, each GPT partition (and the table
 //! itself) is compared; a differing ext4 partition or image is unpacked
 //! with `debugfs -R 'rdump / DIR'` and a vfat one with `mcopy -s`, and the
 //! files that differ are named (content, type, mode, link target, or
@@ -684,6 +685,11 @@ fn compare_outputs(a: &Path, b: &Path, work: &Path) -> CmdResult<Report> {
     }
     let mut extracted: BTreeMap<&str, (PathBuf, PathBuf)> = BTreeMap::new();
     for (archive, member) in INNER {
+        // An archive identical on both sides holds identical images: only a
+        // differing archive is unpacked, to find where the difference is.
+        if artifacts.iter().any(|r| r.artifact == archive && r.same) {
+            continue;
+        }
         let (pa, pb) = (a.join(archive), b.join(archive));
         let dirs = if let Some(d) = extracted.get(archive) {
             d.clone()
