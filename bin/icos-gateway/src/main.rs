@@ -18,7 +18,7 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    init_logging(cli.verbose);
+    icos_main::init_logging(cli.verbose, "warn,icos_gateway=info");
     let config = match cli.to_config() {
         Ok(c) => c,
         Err(e) => {
@@ -42,35 +42,11 @@ fn run(config: icos_gateway::GatewayConfig) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     runtime.block_on(async {
         let gateway = icos_gateway::start(config).await?;
-        wait_for_signal().await?;
+        icos_main::wait_for_shutdown_signal()
+            .await
+            .context("waiting for SIGINT or SIGTERM")?;
         tracing::info!("stopping");
         gateway.shutdown().await;
         Ok(())
     })
-}
-
-async fn wait_for_signal() -> anyhow::Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("installing the SIGTERM handler")?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r.context("waiting for SIGINT")?,
-        _ = term.recv() => {}
-    }
-    Ok(())
-}
-
-fn init_logging(verbose: u8) {
-    let default = match verbose {
-        0 => "warn,icos_gateway=info",
-        1 => "info",
-        2 => "debug",
-        _ => "trace",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("ICOS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .without_time()
-        .init();
 }

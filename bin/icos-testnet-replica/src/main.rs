@@ -94,7 +94,7 @@ enum Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose);
+    icos_main::init_logging(cli.verbose, "warn,icos_testnet_replica=info");
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::BadInput(e)) => {
@@ -199,32 +199,13 @@ fn serve(settings: ReplicaSettings, listen: SocketAddr) -> anyhow::Result<()> {
     runtime.block_on(async {
         let replica = icos_testnet_replica::start(settings, listen).await?;
         eprintln!("listening on http://{}", replica.local_addr());
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .context("installing the SIGTERM handler")?;
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r.context("waiting for SIGINT")?,
-            _ = term.recv() => {}
-        }
+        icos_main::wait_for_shutdown_signal()
+            .await
+            .context("waiting for SIGINT or SIGTERM")?;
         tracing::info!("stopping");
         replica.shutdown().await.context("stopping the server")?;
         Ok(())
     })
-}
-
-fn init_logging(verbose: u8) {
-    let default = match verbose {
-        0 => "warn,icos_testnet_replica=info",
-        1 => "info",
-        2 => "debug",
-        _ => "trace",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("ICOS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .without_time()
-        .init();
 }
 
 #[cfg(test)]
