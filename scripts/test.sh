@@ -17,7 +17,7 @@ step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "cargo test"
-cargo test --workspace --locked
+cargo test --workspace --locked --no-fail-fast
 
 step "reproducibility: two independent GuestOS builds must be bit-identical"
 cargo test -p icos --locked --test repro_cli -- --ignored
