@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::Parser;
 use icos_boundary::RouterConfig;
 use icos_boundary::cache::CacheConfig;
@@ -34,7 +34,7 @@ pub struct Cli {
     pub routing_table: PathBuf,
 
     /// How often the routing-table file is checked for changes.
-    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = icos_main::parse_duration)]
     pub routing_table_poll_interval: Duration,
 
     /// Address the IC API is served on.
@@ -54,27 +54,27 @@ pub struct Cli {
     pub max_request_body_size: usize,
 
     /// Time allowed to receive a request's headers and body (408 body_timed_out after).
-    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = icos_main::parse_duration)]
     pub read_timeout: Duration,
 
     /// Time allowed for a replica to answer a request.
-    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = icos_main::parse_duration)]
     pub replica_timeout: Duration,
 
     /// Time allowed to connect to a replica.
-    #[arg(long, value_name = "DURATION", default_value = "4s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "4s", value_parser = icos_main::parse_duration)]
     pub replica_connect_timeout: Duration,
 
     /// Time between two health checks of a replica.
-    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = icos_main::parse_duration)]
     pub health_check_interval: Duration,
 
     /// Time a health check may take.
-    #[arg(long, value_name = "DURATION", default_value = "4s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "4s", value_parser = icos_main::parse_duration)]
     pub health_check_timeout: Duration,
 
     /// Time between recomputations of the routable replicas when no health flips.
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = icos_main::parse_duration)]
     pub health_update_interval: Duration,
 
     /// Replicas whose certified height is more than this below their subnet's median are dropped.
@@ -118,7 +118,7 @@ pub struct Cli {
     pub cache_max_item_size: usize,
 
     /// How long the query cache serves a reply.
-    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = icos_main::parse_duration)]
     pub cache_ttl: Duration,
 
     /// Cache queries from non-anonymous senders too.
@@ -187,23 +187,6 @@ impl Cli {
     }
 }
 
-/// Parses `500ms`, `1s`, `2m`.
-fn parse_duration(s: &str) -> anyhow::Result<Duration> {
-    let split = s
-        .find(|c: char| !c.is_ascii_digit())
-        .context("a unit is missing (ms, s or m)")?;
-    let (n, unit) = s.split_at(split);
-    let n: u64 = n
-        .parse()
-        .with_context(|| format!("'{n}' is not a number"))?;
-    Ok(match unit {
-        "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n.saturating_mul(60)),
-        _ => bail!("unknown unit '{unit}' (ms, s or m)"),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,16 +195,6 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
-        assert_eq!(parse_duration("2s").unwrap(), Duration::from_secs(2));
-        assert_eq!(parse_duration("3m").unwrap(), Duration::from_secs(180));
-        assert!(parse_duration("5").is_err());
-        assert!(parse_duration("s").is_err());
-        assert!(parse_duration("5h").is_err());
     }
 
     #[test]

@@ -67,7 +67,7 @@ pub struct Cli {
     pub policy_denylist: Option<PathBuf>,
 
     /// How often the denylist file is checked for changes.
-    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = icos_main::parse_duration)]
     pub policy_denylist_poll_interval: Duration,
 
     /// Largest request body in bytes (413 above).
@@ -79,7 +79,7 @@ pub struct Cli {
     pub max_response_body_size: usize,
 
     /// Time allowed for a canister to answer, upgrade and streaming included (504 after).
-    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = icos_main::parse_duration)]
     pub request_timeout: Duration,
 }
 
@@ -151,23 +151,6 @@ fn decode_root_key(bytes: &[u8]) -> anyhow::Result<Vec<u8>> {
     Ok(der)
 }
 
-/// Parses `500ms`, `1s`, `2m`.
-fn parse_duration(s: &str) -> anyhow::Result<Duration> {
-    let split = s
-        .find(|c: char| !c.is_ascii_digit())
-        .context("a unit is missing (ms, s or m)")?;
-    let (n, unit) = s.split_at(split);
-    let n: u64 = n
-        .parse()
-        .with_context(|| format!("'{n}' is not a number"))?;
-    Ok(match unit {
-        "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n.saturating_mul(60)),
-        _ => bail!("unknown unit '{unit}' (ms, s or m)"),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,7 +203,5 @@ mod tests {
             .to_config()
             .is_err()
         );
-        assert!(parse_duration("5h").is_err());
-        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
     }
 }
