@@ -26,9 +26,12 @@ packages=(
   "mtools:mcopy"                      # files into/out of FAT images without mounting
   "cryptsetup-bin:/sbin/veritysetup"  # dm-verity hash trees
   "cpio:cpio"                         # initramfs archive checks
+  "nodejs:node"                       # the JavaScript agent test (icos-testnet-replica)
+  "npm:npm"                           # its pinned packages (npm ci)
   "mmdebstrap:mmdebstrap"             # GuestOS root file system (icos build)
   "dpkg:dpkg-deb"                     # unpacking the locked GRUB packages (icos build)
   "git:git"                           # image version = git rev-parse HEAD (icos build)
+  "lvm2:/sbin/pvs"                    # LVM metadata checks (icos-lvm, HostOS hostlvm)
 )
 
 # mke2fs must be >= 1.47.2 (bookworm-backports): deterministic ctime and tar

@@ -10,6 +10,9 @@ scripts/prereqs.sh
 
 step() { printf '\n== %s\n' "$*" >&2; }
 
+step "JavaScript agent packages (npm ci)"
+(cd crates/icos-testnet-replica/tests/js && npm ci --ignore-scripts --no-audit --no-fund)
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -3,6 +3,7 @@
 //! HTTP.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -148,6 +149,7 @@ pub struct Replica {
     height_lag: u64,
     delegation: Delegation,
     state: Mutex<State>,
+    handled: AtomicU64,
 }
 
 impl std::fmt::Debug for Replica {
@@ -246,6 +248,7 @@ impl Replica {
                 statuses: HashMap::new(),
                 order: VecDeque::new(),
             }),
+            handled: AtomicU64::new(0),
             testnet,
         })
     }
@@ -267,6 +270,12 @@ impl Replica {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How many well-formed query, call and read_state requests this replica
+    /// has handled (routers' tests use it to see where requests went).
+    pub fn requests_handled(&self) -> u64 {
+        self.handled.load(Ordering::Relaxed)
     }
 
     /// The certified height reported in the status: one block a second,
@@ -386,6 +395,7 @@ impl Replica {
         ecid: Option<&Principal>,
     ) -> Result<Request, RequestError> {
         let req = decode_request(body, now_ns())?;
+        self.handled.fetch_add(1, Ordering::Relaxed);
         if req.request_type != expected {
             return Err(RequestError::WrongRequestType {
                 expected: expected.as_str(),

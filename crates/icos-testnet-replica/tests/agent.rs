@@ -15,7 +15,7 @@ use ic_agent::{Agent, Identity};
 use icos_testnet_replica::config::canister_id;
 use icos_testnet_replica::{ReplicaSettings, RunningReplica, Testnet};
 
-const NODES: u32 = 3;
+const NODES: u32 = 4;
 
 fn testnet() -> Arc<Testnet> {
     let a = Principal::self_authenticating(b"icos test subnet a");
@@ -33,8 +33,16 @@ fn testnet() -> Arc<Testnet> {
 }
 
 async fn start_all(t: &Arc<Testnet>) -> Vec<Vec<RunningReplica>> {
+    start_all_lagging(t, |_, _| 0).await
+}
+
+/// Starts every replica; `lag(subnet, node)` is its certified-height lag.
+async fn start_all_lagging(
+    t: &Arc<Testnet>,
+    lag: impl Fn(usize, u32) -> u64,
+) -> Vec<Vec<RunningReplica>> {
     let mut all = Vec::new();
-    for s in &t.subnets {
+    for (si, s) in t.subnets.iter().enumerate() {
         let mut nodes = Vec::new();
         for i in 0..NODES {
             let settings = ReplicaSettings {
@@ -42,7 +50,7 @@ async fn start_all(t: &Arc<Testnet>) -> Vec<Vec<RunningReplica>> {
                 subnet: s.id,
                 node_index: i,
                 impl_version: "test-version".into(),
-                height_lag: 0,
+                height_lag: lag(si, i),
             };
             nodes.push(
                 icos_testnet_replica::start(settings, "127.0.0.1:0".parse().unwrap())
@@ -94,8 +102,10 @@ async fn read_counter(agent: &Agent, counter: Principal, method: &str) -> Nat {
 }
 
 /// Query, certified update, read_state of /time; checks everything the
-/// agent verified on the way.
-async fn exercise(agent: &Agent, t: &Testnet, counter: Principal) {
+/// agent verified on the way. `one_replica`: the agent talks to a single
+/// replica, so the counter must grow; through a router, queries and calls
+/// may reach replicas with different values (state is not replicated).
+async fn exercise(agent: &Agent, t: &Testnet, counter: Principal, one_replica: bool) {
     let before = read_counter(agent, counter, "read").await;
     let reply = agent
         .update(&counter, "inc")
@@ -104,7 +114,11 @@ async fn exercise(agent: &Agent, t: &Testnet, counter: Principal) {
         .await
         .expect("update inc");
     let after = Decode!(&reply, Nat).unwrap();
-    assert!(after > before, "{after} > {before}");
+    if one_replica {
+        assert!(after > before, "{after} > {before}");
+    } else {
+        assert!(after > 0u8, "{after} > 0");
+    }
     let cert = agent
         .read_state_raw(vec![vec![Label::from("time")]], counter)
         .await
@@ -131,7 +145,7 @@ async fn agent_against_replicas_directly() {
                 "{name}"
             );
             assert_eq!(status.replica_health_status.as_deref(), Some("healthy"));
-            exercise(&agent, &t, s.counter_id).await;
+            exercise(&agent, &t, s.counter_id, true).await;
             assert!(read_counter(&agent, s.counter_id, "get").await > 0u8);
         }
     }
@@ -201,12 +215,14 @@ async fn asset_canister_certifies_its_responses() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn agent_through_the_router_survives_a_killed_replica() {
-    let t = testnet();
-    let mut all = start_all(&t).await;
-    let dir = tempfile::tempdir().unwrap();
-    let table = dir.path().join("table.json");
+/// A router in front of every replica of `all`, once its first health
+/// checks let a query reach each subnet.
+async fn start_router(
+    t: &Testnet,
+    all: &[Vec<RunningReplica>],
+    dir: &std::path::Path,
+) -> (icos_boundary::RunningRouter, String) {
+    let table = dir.join("table.json");
     let addrs: Vec<Vec<SocketAddr>> = all
         .iter()
         .map(|n| n.iter().map(|r| r.local_addr()).collect())
@@ -220,35 +236,36 @@ async fn agent_through_the_router_survives_a_killed_replica() {
     .await
     .unwrap();
     let url = format!("http://{}", router.local_addr());
-
-    // Wait for the first health checks.
     let probe = agent(&url, Arc::new(AnonymousIdentity)).await;
-    let mut ready = false;
     for _ in 0..100 {
-        if probe
-            .query(&t.subnets[1].counter_id, "read")
-            .with_arg(Encode!().unwrap())
-            .call()
-            .await
-            .is_ok()
-            && probe
-                .query(&t.subnets[0].counter_id, "read")
+        let mut all_ok = true;
+        for s in &t.subnets {
+            all_ok &= probe
+                .query(&s.counter_id, "read")
                 .with_arg(Encode!().unwrap())
                 .call()
                 .await
-                .is_ok()
-        {
-            ready = true;
-            break;
+                .is_ok();
+        }
+        if all_ok {
+            return (router, url);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(ready, "the router never routed to the replicas");
+    panic!("the router never routed to the replicas");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_through_the_router_survives_a_killed_replica() {
+    let t = testnet();
+    let mut all = start_all(&t).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (router, url) = start_router(&t, &all, dir.path()).await;
 
     for (_, id) in identities() {
         let agent = agent(&url, id).await;
         for s in &t.subnets {
-            exercise(&agent, &t, s.counter_id).await;
+            exercise(&agent, &t, s.counter_id, false).await;
         }
     }
 
@@ -271,5 +288,103 @@ async fn agent_through_the_router_survives_a_killed_replica() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    router.shutdown().await;
+}
+
+/// A replica whose certified height is far behind its subnet's (more than
+/// the router's 50-block rule) gets no traffic; the agent sees no error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn router_sends_nothing_to_a_far_behind_replica() {
+    const BEHIND: u32 = 2;
+    let t = testnet();
+    let all = start_all_lagging(&t, |s, n| if s == 0 && n == BEHIND { 120 } else { 0 }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (router, url) = start_router(&t, &all, dir.path()).await;
+    let before: Vec<u64> = all[0]
+        .iter()
+        .map(|r| r.replica().requests_handled())
+        .collect();
+
+    let agent = agent(&url, identities()[1].1.clone()).await;
+    let counter = t.subnets[0].counter_id;
+    for i in 0..60 {
+        read_counter(&agent, counter, "read").await;
+        if i % 10 == 0 {
+            agent
+                .update(&counter, "inc")
+                .with_arg(Encode!().unwrap())
+                .call_and_wait()
+                .await
+                .expect("update through the router");
+            agent
+                .read_state_raw(vec![vec![Label::from("time")]], counter)
+                .await
+                .expect("read_state through the router");
+        }
+    }
+    let served: Vec<u64> = all[0]
+        .iter()
+        .zip(&before)
+        .map(|(r, b)| r.replica().requests_handled() - b)
+        .collect();
+    assert_eq!(
+        served[BEHIND as usize], 0,
+        "the lagging replica was sent requests: {served:?}"
+    );
+    let healthy: Vec<u64> = served
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != BEHIND as usize)
+        .map(|(_, n)| *n)
+        .collect();
+    assert!(
+        healthy.iter().sum::<u64>() >= 60 && healthy.iter().filter(|n| **n > 0).count() >= 2,
+        "queries are spread over the healthy replicas: {served:?}"
+    );
+    router.shutdown().await;
+}
+
+/// The JavaScript agent (`@dfinity/agent`, pinned in tests/js/package.json)
+/// against the router in front of both subnets. `scripts/test.sh` installs
+/// its packages with `npm ci`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn javascript_agent_through_the_router() {
+    let js = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js");
+    assert!(
+        js.join("node_modules/@dfinity/agent").is_dir(),
+        "the JavaScript agent is not installed: run `npm ci --ignore-scripts` in {}",
+        js.display()
+    );
+    let t = testnet();
+    let all = start_all(&t).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (router, url) = start_router(&t, &all, dir.path()).await;
+    let root_key: String = t.root_key_der.iter().map(|b| format!("{b:02x}")).collect();
+    let mut cmd = tokio::process::Command::new("node");
+    cmd.current_dir(&js)
+        .arg("agent-check.mjs")
+        .arg(&url)
+        .arg(&root_key);
+    for s in &t.subnets {
+        cmd.arg(s.counter_id.to_text());
+    }
+    let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
+        .await
+        .expect("node finished within 2 minutes")
+        .expect("node runs (install nodejs)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "agent-check.mjs failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    // 3 identities x (2 subnets x 3 checks + root key + status)
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with("ok: ")).count(),
+        24,
+        "{stdout}"
+    );
+    assert!(stdout.contains("all checks passed"), "{stdout}");
     router.shutdown().await;
 }
