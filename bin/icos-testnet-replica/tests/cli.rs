@@ -135,8 +135,70 @@ fn serves_status_and_stops_on_sigterm() {
     let text = String::from_utf8_lossy(&body);
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(text.contains("v-test") && text.contains("healthy"));
+
+    // A signed query made by `envelope` is answered with a reply.
+    let dir = tempfile::tempdir().unwrap();
+    let env = dir.path().join("q.cbor");
+    cmd()
+        .args(["envelope", "--canister", "rwlgt-iiaaa-aaaaa-aaaaa-cai"])
+        .args(["--identity-seed", &"07".repeat(32), "--nonce", "01", "-o"])
+        .arg(&env)
+        .assert()
+        .success()
+        .stdout(predicate::str::is_match("^[0-9a-f]{64}\n$").unwrap());
+    let body = std::fs::read(&env).unwrap();
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "POST /api/v2/canister/rwlgt-iiaaa-aaaaa-aaaaa-cai/query HTTP/1.1\r\nhost: x\r\n\
+         content-type: application/cbor\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    s.write_all(&body).unwrap();
+    let mut reply = Vec::new();
+    s.read_to_end(&mut reply).unwrap();
+    let text = String::from_utf8_lossy(&reply);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("replied"), "{text}");
     let pid = child.id().to_string();
     Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn envelope_refuses_bad_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("e.cbor");
+    for args in [
+        vec!["--canister", "not-a-principal"],
+        vec![
+            "--canister",
+            "rwlgt-iiaaa-aaaaa-aaaaa-cai",
+            "--identity-seed",
+            "0102",
+        ],
+        vec![
+            "--canister",
+            "rwlgt-iiaaa-aaaaa-aaaaa-cai",
+            "--arg-hex",
+            "zz",
+        ],
+        vec![
+            "--canister",
+            "rwlgt-iiaaa-aaaaa-aaaaa-cai",
+            "--expires-in",
+            "999",
+        ],
+    ] {
+        cmd()
+            .arg("envelope")
+            .args(&args)
+            .arg("-o")
+            .arg(&out)
+            .assert()
+            .code(2);
+        assert!(!out.exists(), "{args:?} wrote a file");
+    }
 }

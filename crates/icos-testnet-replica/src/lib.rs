@@ -43,6 +43,8 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use config::Testnet;
+pub use ed25519_consensus::SigningKey;
+pub use replica::now_ns;
 pub use replica::{Replica, ReplicaSettings};
 
 /// Why a replica could not start.
