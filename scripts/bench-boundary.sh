@@ -1,0 +1,198 @@
+#!/usr/bin/env bash
+# Boundary-node router benchmark (docs/BENCHMARKS.md): queries/s and update
+# calls/s through icos-boundary, p50/p99 latency added over calling a replica
+# directly, and the router's peak RSS, side by side in the same run with
+# nginx (Debian package) as a plain reverse proxy in front of the same
+# testnet replicas.
+#
+#   scripts/bench-boundary.sh
+#
+# Environment:
+#   W=DIR          work folder [/var/tmp/icos-bench-boundary]
+#   DURATION=15s   length of each load run
+#   CONNS=32       concurrent connections of the load generator
+#   ROUNDS=3       rounds; each round runs every target once, in turn
+#   OHA=FILE       the load generator [installed with cargo install oha]
+#
+# Targets, all on loopback: one testnet replica directly ("direct"); the
+# router in front of the 4 replicas of one subnet ("router"); nginx with an
+# upstream of the same 4 replicas, keep-alive, 2 workers ("nginx"). Requests:
+# an anonymous query of the counter canister (`read`) and an update call
+# (`inc`, v3 synchronous) made once by `icos-testnet-replica envelope`; the
+# router's query cache is off (its default), so every query is decoded,
+# routed and forwarded. Results: $W/results.tsv and one oha JSON per run.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+W=${W:-/var/tmp/icos-bench-boundary}
+DURATION=${DURATION:-15s}
+CONNS=${CONNS:-32}
+ROUNDS=${ROUNDS:-3}
+PORT_BASE=${PORT_BASE:-19100}
+ROUTER_PORT=$((PORT_BASE - 10))
+NGINX_PORT=$((PORT_BASE - 9))
+
+mkdir -p "$W"
+cd "$REPO"
+log() { printf '== %s\n' "$*" >&2; }
+
+if ! command -v nginx >/dev/null 2>&1; then
+  log "installing nginx-light"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx-light
+fi
+OHA=${OHA:-$(command -v oha || echo "$W/tools/bin/oha")}
+if [ ! -x "$OHA" ]; then
+  log "installing oha into $W/tools"
+  cargo install oha --locked --root "$W/tools" >&2
+  OHA=$W/tools/bin/oha
+fi
+
+log "building the router and the testnet replica (release)"
+cargo build --release --locked -p icos-boundary-bin -p icos-testnet-replica-bin >&2
+BIN=$REPO/target/release
+
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  if [ -f "$W/nginx/nginx.pid" ]; then kill "$(cat "$W/nginx/nginx.pid")" 2>/dev/null || true; fi
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+# A testnet of one subnet with 4 nodes.
+cat > "$W/testnet.json" <<'EOF'
+{
+  "root_key_seed": "62656e63686d61726b2074657374696e67",
+  "subnets": [
+    {"id": "tdb26-jop6k-aogll-7ltgs-eruif-6kk7m-qpktf-gdiqx-mxtrf-vb5e6-eqe",
+     "canister_ranges": [["rwlgt-iiaaa-aaaaa-aaaaa-cai", "renrk-eyaaa-aaaaa-aaada-cai"]],
+     "nodes": 4}
+  ]
+}
+EOF
+SUBNET=tdb26-jop6k-aogll-7ltgs-eruif-6kk7m-qpktf-gdiqx-mxtrf-vb5e6-eqe
+COUNTER=rwlgt-iiaaa-aaaaa-aaaaa-cai
+for i in 0 1 2 3; do
+  "$BIN/icos-testnet-replica" serve --config "$W/testnet.json" --subnet "$SUBNET" \
+    --node-index "$i" --listen "127.0.0.1:$((PORT_BASE + i))" 2>"$W/replica-$i.log" &
+  pids+=($!)
+done
+"$BIN/icos-testnet-replica" routing-table --config "$W/testnet.json" --port-base "$PORT_BASE" >"$W/table.json"
+"$BIN/icos-boundary" --routing-table "$W/table.json" --listen "127.0.0.1:$ROUTER_PORT" \
+  --obs-disable-metrics 2>"$W/router.log" &
+router_pid=$!
+pids+=("$router_pid")
+
+mkdir -p "$W/nginx"
+cat > "$W/nginx/nginx.conf" <<EOF
+worker_processes 2;
+pid $W/nginx/nginx.pid;
+error_log $W/nginx/error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path $W/nginx/body;
+  proxy_temp_path $W/nginx/proxy;
+  fastcgi_temp_path $W/nginx/fastcgi;
+  uwsgi_temp_path $W/nginx/uwsgi;
+  scgi_temp_path $W/nginx/scgi;
+  client_max_body_size 4m;
+  upstream subnet {
+    server 127.0.0.1:$PORT_BASE;
+    server 127.0.0.1:$((PORT_BASE + 1));
+    server 127.0.0.1:$((PORT_BASE + 2));
+    server 127.0.0.1:$((PORT_BASE + 3));
+    keepalive 64;
+  }
+  server {
+    listen 127.0.0.1:$NGINX_PORT;
+    location / {
+      proxy_pass http://subnet;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+EOF
+nginx -c "$W/nginx/nginx.conf"
+
+# Wait until the router routes (first health checks) and nginx answers.
+for _ in $(seq 100); do
+  if curl -fsS "http://127.0.0.1:$ROUTER_PORT/health" >/dev/null 2>&1 &&
+     curl -fsS "http://127.0.0.1:$NGINX_PORT/api/v2/status" >/dev/null 2>&1; then
+    break
+  fi
+  sleep 0.2
+done
+
+# Envelopes expire after at most 6 minutes: make them per round.
+envelopes() {
+  "$BIN/icos-testnet-replica" envelope --kind query --canister "$COUNTER" --method read -o "$W/query.cbor" >/dev/null
+  "$BIN/icos-testnet-replica" envelope --kind call --canister "$COUNTER" --method inc -o "$W/call.cbor" >/dev/null
+}
+
+url() { # target kind
+  local port path
+  case $1 in
+    direct) port=$PORT_BASE ;;
+    router) port=$ROUTER_PORT ;;
+    nginx) port=$NGINX_PORT ;;
+  esac
+  case $2 in
+    query) path=query ;;
+    call) path=call ;;
+  esac
+  local v=v2
+  [ "$2" = call ] && v=v3
+  echo "http://127.0.0.1:$port/api/$v/canister/$COUNTER/$path"
+}
+
+# oha run: target kind label [extra args]; prints "rps p50_ms p99_ms ok_ratio"
+run() {
+  local target=$1 kind=$2 label=$3
+  shift 3
+  local out="$W/oha-$label-$target-$kind.json"
+  "$OHA" -z "$DURATION" -c "$CONNS" -m POST -T application/cbor -D "$W/$kind.cbor" \
+    --no-tui --output-format json "$@" "$(url "$target" "$kind")" >"$out"
+  python3 - "$out" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+s = d["summary"]; p = d["latencyPercentiles"]
+codes = d.get("statusCodeDistribution", {})
+ok = sum(v for k, v in codes.items() if k.startswith("2"))
+total = sum(codes.values()) or 1
+print(f'{s["requestsPerSec"]:.0f} {p["p50"]*1000:.3f} {p["p99"]*1000:.3f} {ok/total:.4f}')
+PY
+}
+
+load() { awk '{print $1}' /proc/loadavg; }
+
+printf 'round\tphase\ttarget\tkind\trps\tp50_ms\tp99_ms\tok_ratio\tload1\n' >"$W/results.tsv"
+for r in $(seq "$ROUNDS"); do
+  envelopes
+  for kind in query call; do
+    declare -A peak=()
+    for target in direct router nginx; do
+      read -r rps p50 p99 ok < <(run "$target" "$kind" "peak-r$r")
+      peak[$target]=$rps
+      printf '%s\tpeak\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$target" "$kind" "$rps" "$p50" "$p99" "$ok" "$(load)" | tee -a "$W/results.tsv" >&2
+    done
+    # Latency at half of the router's peak rate, the same rate for all three.
+    rate=$(( ${peak[router]} / 2 ))
+    for target in direct router nginx; do
+      read -r rps p50 p99 ok < <(run "$target" "$kind" "half-r$r" -q "$rate")
+      printf '%s\thalf@%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$rate" "$target" "$kind" "$rps" "$p50" "$p99" "$ok" "$(load)" | tee -a "$W/results.tsv" >&2
+    done
+    unset peak
+  done
+done
+
+rss=$(awk '/VmHWM/{print $2}' "/proc/$router_pid/status")
+printf 'router peak RSS (VmHWM): %s KiB\n' "$rss" | tee "$W/rss.txt" >&2
+nginx_rss=0
+for p in $(pgrep -f "nginx: worker process" || true) $(cat "$W/nginx/nginx.pid"); do
+  v=$(awk '/VmHWM/{print $2}' "/proc/$p/status" 2>/dev/null || echo 0)
+  nginx_rss=$((nginx_rss + v))
+done
+printf 'nginx peak RSS (VmHWM, master + workers): %s KiB\n' "$nginx_rss" | tee -a "$W/rss.txt" >&2
+printf 'machine: %s cores, %s\n' "$(nproc)" "$(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo)" | tee -a "$W/rss.txt" >&2
