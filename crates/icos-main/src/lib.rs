@@ -1,7 +1,7 @@
 //! Shared plumbing of the icos programs' thin mains.
 //!
 //! * [`init_logging`]: `tracing` to stderr without timestamps (journald adds
-//!   its own), a verbosity from repeated `-v`, and `ICOS_LOG` (an
+//!   its own) and without colour codes unless stderr is a terminal, a verbosity from repeated `-v`, and `ICOS_LOG` (an
 //!   `EnvFilter` directive) to override it.
 //! * [`wait_for_shutdown_signal`] (feature `signals`): resolves on SIGINT or
 //!   SIGTERM, which is how systemd stops the daemons.
@@ -26,6 +26,7 @@ pub fn init_logging(verbose: u8, quiet: &str) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .without_time()
         .init();
 }
