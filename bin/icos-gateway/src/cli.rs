@@ -54,6 +54,18 @@ pub struct Cli {
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8081")]
     pub listen: SocketAddr,
 
+    /// Address HTTPS is served on (needs --tls-cert-file and --tls-key-file).
+    #[arg(long, value_name = "ADDR", requires_all = ["tls_cert_file", "tls_key_file"])]
+    pub tls_listen: Option<SocketAddr>,
+
+    /// The TLS certificate chain (PEM, leaf first).
+    #[arg(long, value_name = "FILE", requires = "tls_listen")]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// The TLS private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_listen")]
+    pub tls_key_file: Option<PathBuf>,
+
     /// Address Prometheus metrics are served on (GET /metrics).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9091")]
     pub obs_metrics_addr: SocketAddr,
@@ -110,6 +122,17 @@ impl Cli {
         c.max_request_body = self.max_request_body_size;
         c.max_response_body = self.max_response_body_size;
         c.request_timeout = self.request_timeout;
+        if let (Some(listen), Some(cert), Some(key)) =
+            (self.tls_listen, &self.tls_cert_file, &self.tls_key_file)
+        {
+            // Checked here so that a bad file is bad input (exit 2).
+            icos_gateway::tls::server_config(cert, key)?;
+            c.tls = Some(icos_gateway::tls::TlsConfig {
+                listen,
+                cert_chain: cert.clone(),
+                key: key.clone(),
+            });
+        }
         Ok(c)
     }
 }

@@ -33,6 +33,24 @@ fn usage_errors_exit_2() {
         .args(["--domain", "bad domain", "--fetch-root-key"])
         .assert()
         .code(2);
+    // HTTPS needs both files, and usable ones.
+    cmd()
+        .args(["--domain", "localhost", "--fetch-root-key"])
+        .args(["--tls-listen", "127.0.0.1:0"])
+        .assert()
+        .code(2);
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "").unwrap();
+    cmd()
+        .args(["--domain", "localhost", "--fetch-root-key"])
+        .args(["--tls-listen", "127.0.0.1:0", "--tls-cert-file"])
+        .arg(&empty)
+        .arg("--tls-key-file")
+        .arg(&empty)
+        .assert()
+        .code(2)
+        .stderr(contains("empty.pem"));
 }
 
 #[test]

@@ -50,6 +50,9 @@ pub(crate) struct AppState {
     pub max_request_body: usize,
     pub max_response_body: usize,
     pub request_timeout: Duration,
+    /// The IC API endpoint `/api/...` is forwarded to.
+    pub upstream: String,
+    pub api_client: reqwest::Client,
 }
 
 /// A refused or failed request.
@@ -89,6 +92,31 @@ impl Fail {
 pub(crate) async fn handle(State(st): State<Arc<AppState>>, req: Request<Body>) -> Response {
     let start = Instant::now();
     let mut verification = "none";
+    if crate::api_proxy::is_api_path(req.uri().path()) {
+        let forwarded = crate::api_proxy::forward(
+            &st.api_client,
+            &st.upstream,
+            req,
+            st.max_request_body,
+            st.request_timeout,
+        )
+        .await;
+        let (response, cause) = match forwarded {
+            Ok(r) => (r, "none"),
+            Err(e) => {
+                tracing::debug!(status = %e.status(), cause = e.cause(), "{e}");
+                let f = Fail::new(e.status(), e.cause(), e.to_string());
+                (f.into_response(), e.cause())
+            }
+        };
+        st.metrics.request(
+            response.status().as_u16(),
+            cause,
+            verification,
+            start.elapsed().as_secs_f64(),
+        );
+        return response;
+    }
     let (response, cause) = match serve(&st, req, &mut verification).await {
         Ok(r) => (r, "none"),
         Err(f) => {

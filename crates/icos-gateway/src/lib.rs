@@ -23,11 +23,13 @@
 //! # }
 //! ```
 
+pub mod api_proxy;
 pub mod canister;
 pub mod denylist;
 pub mod domain;
 mod handler;
 pub mod metrics;
+pub mod tls;
 pub mod verify;
 
 use std::net::SocketAddr;
@@ -73,6 +75,8 @@ pub struct GatewayConfig {
     pub max_response_body: usize,
     /// Time allowed for the canister to answer, upgrade and streaming included.
     pub request_timeout: Duration,
+    /// HTTPS, if served.
+    pub tls: Option<tls::TlsConfig>,
 }
 
 impl GatewayConfig {
@@ -94,6 +98,7 @@ impl GatewayConfig {
             max_request_body: MAX_REQUEST_BODY_SIZE,
             max_response_body: MAX_RESPONSE_BODY_SIZE,
             request_timeout: Duration::from_secs(60),
+            tls: None,
         }
     }
 }
@@ -120,6 +125,17 @@ pub enum StartError {
         /// The agent's error.
         source: ic_agent::AgentError,
     },
+    /// The HTTP client for `/api/...` could not be set up.
+    #[error("HTTP client for {url}: {source}")]
+    ApiClient {
+        /// The upstream URL.
+        url: String,
+        /// The client's error.
+        source: reqwest::Error,
+    },
+    /// The TLS certificate or key is not usable.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
     /// The denylist could not be loaded.
     #[error(transparent)]
     Denylist(#[from] denylist::DenylistError),
@@ -129,6 +145,7 @@ pub enum StartError {
 #[derive(Debug)]
 pub struct RunningGateway {
     addr: SocketAddr,
+    tls_addr: Option<SocketAddr>,
     metrics_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     servers: Vec<JoinHandle<()>>,
@@ -139,6 +156,11 @@ impl RunningGateway {
     /// The address HTTP is served on.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address HTTPS is served on.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
     }
 
     /// The address metrics are served on.
@@ -221,6 +243,13 @@ pub async fn start(cfg: GatewayConfig) -> Result<RunningGateway, StartError> {
             on_reload,
         )));
     }
+    let tls = match &cfg.tls {
+        Some(t) => {
+            let config = tls::server_config(&t.cert_chain, &t.key)?;
+            Some((bind(t.listen).await?, config))
+        }
+        None => None,
+    };
     let (listener, addr) = bind(cfg.listen).await?;
     let metrics_listener = match cfg.metrics_listen {
         Some(m) => Some(bind(m).await?),
@@ -234,10 +263,23 @@ pub async fn start(cfg: GatewayConfig) -> Result<RunningGateway, StartError> {
         max_request_body: cfg.max_request_body,
         max_response_body: cfg.max_response_body,
         request_timeout: cfg.request_timeout,
+        upstream: cfg.upstream.clone(),
+        api_client: reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|source| StartError::ApiClient {
+                url: cfg.upstream.clone(),
+                source,
+            })?,
     });
     let (shutdown, stop) = watch::channel(false);
     let app = Router::new().fallback(handler::handle).with_state(state);
-    let mut servers = vec![spawn_server(listener, app, stop.clone())];
+    let mut servers = vec![spawn_server(listener, app.clone(), stop.clone())];
+    let mut tls_addr = None;
+    if let Some(((l, a), config)) = tls {
+        tls_addr = Some(a);
+        servers.push(tls::spawn_server(l, config, app, stop.clone()));
+    }
     let mut metrics_addr = None;
     if let Some((l, a)) = metrics_listener {
         metrics_addr = Some(a);
@@ -256,9 +298,10 @@ pub async fn start(cfg: GatewayConfig) -> Result<RunningGateway, StartError> {
         );
         servers.push(spawn_server(l, app, stop));
     }
-    tracing::info!(%addr, domains = ?cfg.domains, upstream = %cfg.upstream, "serving");
+    tracing::info!(%addr, ?tls_addr, domains = ?cfg.domains, upstream = %cfg.upstream, "serving");
     Ok(RunningGateway {
         addr,
+        tls_addr,
         metrics_addr,
         shutdown,
         servers,

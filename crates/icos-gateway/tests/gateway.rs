@@ -483,3 +483,248 @@ async fn streaming_and_upgrade() {
     );
     gw.shutdown().await;
 }
+
+/// `/api/...` and `/health` go to the router unchanged: an unmodified
+/// `ic-agent` pointed at the gateway queries, calls and reads state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_requests_are_forwarded_to_the_router() {
+    use candid::{Decode, Encode, Nat};
+    let t = testnet();
+    let replicas = start_replicas(&t).await;
+    let dir = tempfile::tempdir().unwrap();
+    let table = dir.path().join("table.json");
+    let json = t.routing_table(|s, _| Some(format!("http://{}", replicas[s].local_addr())));
+    std::fs::write(&table, json.to_string()).unwrap();
+    let router = icos_boundary::start(icos_boundary::RouterConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        table,
+    ))
+    .await
+    .unwrap();
+    let denylist = dir.path().join("denylist.json");
+    std::fs::write(&denylist, "[]").unwrap();
+    let gw = gateway(router.local_addr(), RootKey::Fetch, &denylist).await;
+    let url = format!("http://{}", gw.local_addr());
+    let client = reqwest::Client::new();
+
+    let mut healthy = false;
+    for _ in 0..100 {
+        let r = client.get(format!("{url}/health")).send().await.unwrap();
+        if r.status() == 204 || r.status() == 200 {
+            healthy = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(healthy, "/health never became healthy through the gateway");
+
+    let agent = ic_agent::Agent::builder().with_url(&url).build().unwrap();
+    agent.fetch_root_key().await.unwrap();
+    assert_eq!(agent.read_root_key(), t.root_key_der);
+    for s in &t.subnets {
+        let reply = agent
+            .query(&s.counter_id, "read")
+            .with_arg(Encode!().unwrap())
+            .call()
+            .await
+            .unwrap();
+        let before = Decode!(&reply, Nat).unwrap();
+        let reply = agent
+            .update(&s.counter_id, "inc")
+            .with_arg(Encode!().unwrap())
+            .call_and_wait()
+            .await
+            .unwrap();
+        assert!(Decode!(&reply, Nat).unwrap() > before);
+        agent
+            .read_state_raw(
+                vec![vec![ic_agent::hash_tree::Label::from("time")]],
+                s.counter_id,
+            )
+            .await
+            .unwrap();
+    }
+
+    // The router's own errors come back as the router gave them.
+    let r = client
+        .post(format!("{url}/api/v2/canister/not-a-principal/query"))
+        .header("content-type", "application/cbor")
+        .body(vec![0u8; 10])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    // A declared body over the gateway's limit is refused before forwarding.
+    let r = client
+        .post(format!(
+            "{url}/api/v2/canister/{}/query",
+            t.subnets[0].counter_id
+        ))
+        .header("content-type", "application/cbor")
+        .body(vec![0u8; 64 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    assert_eq!(r.headers()["x-ic-error-cause"], "payload_too_large");
+
+    // With the router gone, the gateway answers 502 upstream_error.
+    router.shutdown().await;
+    let r = client
+        .get(format!("{url}/api/v2/status"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502);
+    assert_eq!(r.headers()["x-ic-error-cause"], "upstream_error");
+    gw.shutdown().await;
+}
+
+/// HTTPS with a certificate from PEM files: a TLS client that trusts only
+/// that certificate gets the certified page; ALPN offers h2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_serves_the_same_pages() {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let t = testnet();
+    let replicas = start_replicas(&t).await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name);
+    let (ca, cert, key) = (p("ca.pem"), p("cert.pem"), p("key.pem"));
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .current_dir(dir.path())
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+            ])
+            .args(["-nodes", "-days", "2"])
+            .args(args)
+            .output()
+            .expect("openssl runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    // A test CA, and a server certificate for localhost signed by it.
+    openssl(&[
+        "-subj",
+        "/CN=icos test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    openssl(&[
+        "-subj",
+        "/CN=localhost",
+        "-addext",
+        "subjectAltName=DNS:localhost,DNS:*.localhost",
+        "-addext",
+        "basicConstraints=critical,CA:FALSE",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-keyout",
+        "key.pem",
+        "-out",
+        "cert.pem",
+    ]);
+    let table = dir.path().join("table.json");
+    let json = t.routing_table(|s, _| Some(format!("http://{}", replicas[s].local_addr())));
+    std::fs::write(&table, json.to_string()).unwrap();
+    let router = icos_boundary::start(icos_boundary::RouterConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        table,
+    ))
+    .await
+    .unwrap();
+    let mut c = GatewayConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        format!("http://{}", router.local_addr()),
+        vec!["localhost".into()],
+        RootKey::Der(t.root_key_der.clone()),
+    );
+    c.tls = Some(icos_gateway::tls::TlsConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        cert_chain: cert.clone(),
+        key: key.clone(),
+    });
+    let gw = icos_gateway::start(c).await.unwrap();
+    let tls_addr = gw.tls_addr().unwrap();
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(&ca).unwrap())
+        .unwrap();
+    let client_config = |alpn: &[&[u8]]| {
+        let mut c = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots.clone())
+        .with_no_client_auth();
+        c.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        tokio_rustls::TlsConnector::from(Arc::new(c))
+    };
+    let name = ServerName::try_from("localhost").unwrap();
+
+    let tcp = tokio::net::TcpStream::connect(tls_addr).await.unwrap();
+    let h2 = client_config(&[b"h2", b"http/1.1"])
+        .connect(name.clone(), tcp)
+        .await
+        .unwrap();
+    assert_eq!(h2.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+
+    let host = format!("{}.localhost", t.subnets[0].assets_id);
+    let mut page = String::new();
+    for _ in 0..100 {
+        let tcp = tokio::net::TcpStream::connect(tls_addr).await.unwrap();
+        let mut s = client_config(&[b"http/1.1"])
+            .connect(name.clone(), tcp)
+            .await
+            .unwrap();
+        s.write_all(
+            format!("GET /hello.txt HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+        page.clear();
+        let _ = s.read_to_string(&mut page).await;
+        if page.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(page.contains("Hello, world!"), "{page}");
+    assert!(page.contains("x-icos-verification: v2"), "{page}");
+
+    // A certificate file without a certificate is refused at start.
+    let mut bad = GatewayConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        format!("http://{}", router.local_addr()),
+        vec!["localhost".into()],
+        RootKey::Fetch,
+    );
+    bad.tls = Some(icos_gateway::tls::TlsConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        cert_chain: key.clone(),
+        key,
+    });
+    let err = icos_gateway::start(bad).await.unwrap_err().to_string();
+    assert!(err.contains("key.pem"), "{err}");
+    gw.shutdown().await;
+    router.shutdown().await;
+}
