@@ -98,3 +98,12 @@ if ! command -v cargo >/dev/null 2>&1; then
   echo "error: cargo not found; install Rust with rustup (the toolchain is pinned in rust-toolchain.toml)" >&2
   exit 1
 fi
+
+# The userspace vhost-user vsock backend: this machine's kernel has no
+# vhost-vsock, so VM tests reach a guest's AF_VSOCK through it.
+# Installed once into ~/.cache/icos/tools (scripts/test.sh puts it on PATH).
+tools=${ICOS_TOOLS:-$HOME/.cache/icos/tools}
+if [ ! -x "$tools/bin/vhost-device-vsock" ]; then
+  echo "installing vhost-device-vsock 0.3.0 into $tools" >&2
+  cargo install vhost-device-vsock --version 0.3.0 --locked --root "$tools" >&2
+fi

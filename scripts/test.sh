@@ -7,6 +7,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/prereqs.sh
+# vhost-device-vsock (installed by prereqs.sh); with it, the VM tests
+# require the guest to reach the host agent over vsock.
+export PATH="${ICOS_TOOLS:-$HOME/.cache/icos/tools}/bin:$PATH"
+export ICOS_EXPECT_GUEST_VSOCK=1
 
 step() { printf '\n== %s\n' "$*" >&2; }
 
