@@ -14,7 +14,7 @@ use icos_guestos_vm::daemon::default_work_dir;
 use icos_guestos_vm::prepare::describe;
 use icos_guestos_vm::vm::{DEFAULT_BRIDGE, GUEST_CID, cache_for, guestos_mac, resources};
 use icos_guestos_vm::{
-    Daemon, DaemonSettings, Launch, Metrics, Network, Notifier, Policy, Signals, VmSpec,
+    Daemon, DaemonSettings, GuestDisk, Launch, Metrics, Network, Notifier, Policy, Signals, VmSpec,
     VsockDaemon, VsockMode, prepare_launch,
 };
 use icos_qemu::{Accel, DEFAULT_QEMU, ProbeOptions, Runner};
@@ -120,6 +120,12 @@ struct VmArgs {
     /// The QEMU binary.
     #[arg(long, value_name = "PATH", default_value = DEFAULT_QEMU)]
     qemu: PathBuf,
+
+    /// With --accel auto: how long the KVM boot probe (the guest's own
+    /// kernel, booted to its missing-root panic) may take. Nested KVM (a
+    /// HostOS that is itself a VM) needs more than bare metal.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = icos_main::parse_duration)]
+    probe_timeout: Duration,
 
     /// The node operator's private key (PEM) for the CONFIG media.
     #[arg(long, value_name = "FILE")]
@@ -291,11 +297,10 @@ fn setup(args: &VmArgs) -> Result<Setup, Failure> {
         AccelArg::Tcg => Accel::Tcg,
         AccelArg::Auto if !wants_kvm => Accel::Tcg,
         AccelArg::Auto => {
-            let probe = icos_qemu::probe_accel(&ProbeOptions::new(
-                &args.qemu,
-                work_dir.join("accel-probe"),
-            ))
-            .context("probing the accelerator")?;
+            let mut opts = ProbeOptions::new(&args.qemu, work_dir.join("accel-probe"));
+            opts.timeout = args.probe_timeout;
+            opts.kernel = Some(probe_kernel(&disk, &opts.cache_dir)?);
+            let probe = icos_qemu::probe_accel(&opts).context("probing the accelerator")?;
             if probe.accel == Accel::Tcg {
                 tracing::warn!(reason = %probe.reason, "the config asks for KVM, which does not work here; using TCG");
             }
@@ -346,6 +351,28 @@ fn setup(args: &VmArgs) -> Result<Setup, Failure> {
         work_dir,
         vsock_daemon,
     })
+}
+
+/// The kernel the KVM boot probe starts: the guest's own, from the slot
+/// the next boot would take (read only; grubenv is not written). HostOS
+/// keeps no kernel in its root file system, and this is the kernel that
+/// has to run under KVM anyway.
+fn probe_kernel(disk: &Path, dir: &Path) -> Result<PathBuf, Failure> {
+    let bad = |e: icos_guestos_vm::PrepareError| {
+        if e.is_bad_input() {
+            Failure::BadInput(e.into())
+        } else {
+            Failure::Failed(e.into())
+        }
+    };
+    let mut guest = GuestDisk::open(disk).map_err(bad)?;
+    let plan = guest.plan_boot().map_err(bad)?;
+    let out = dir.join("guest-kernel");
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let files = guest.extract(plan.slot(), &out).map_err(bad)?;
+    // Only the kernel is needed.
+    let _ = std::fs::remove_file(&files.initrd);
+    Ok(files.kernel)
 }
 
 fn prepare(args: &VmArgs, dry_run: bool, json: bool) -> Result<u8, Failure> {

@@ -1,9 +1,15 @@
 //! `icos build guestos`, end to end: build the image once per test run, check
 //! the disk (`sfdisk --dump`), every ext4 partition (`e2fsck -fn`) and the
 //! dm-verity tree (`veritysetup verify`), boot it under QEMU (OVMF; TCG unless
-//! the KVM probe passes) to `GUESTOS BOOT SUCCESS`, and boot a copy with one
-//! flipped byte in a file of A_root, which must fail closed with the
-//! initramfs' `GUESTOS BOOT FAILURE: dm-verity ...` marker.
+//! the KVM probe passes) with a CONFIG media to `GUESTOS BOOT SUCCESS`, and
+//! boot a copy with one flipped byte in a file of A_root, which must fail
+//! closed with the initramfs' `GUESTOS BOOT FAILURE: dm-verity ...` marker.
+//!
+//! The good boot's CONFIG media is tampered with: it carries an extra file
+//! next to `ic-bootstrap.tar`, which early boot must ignore and name on the
+//! console while the boot still succeeds. Every early-boot step must report
+//! on the console, and the payload (the default `icos-testnet-replica`)
+//! must be running when the marker is printed.
 //!
 //! The build goes to `$CARGO_TARGET_TMPDIR/build_guestos/` (replaced at the
 //! start of each run, guarded by a `OnceLock` within the process and a file
@@ -30,8 +36,14 @@ const PROBE_FILE: &str = "/usr/lib/x86_64-linux-gnu/libc.so.6";
 
 struct Built {
     dir: PathBuf,
+    /// A CONFIG media (dev config, the examples' SSH keys and node operator
+    /// key) with an extra file `evil.sh` next to `ic-bootstrap.tar`.
+    media: PathBuf,
     /// The disk extracted from disk-img.tar.zst.
     disk: PathBuf,
+    /// A copy of it for the good boot (which formats var, adds the store
+    /// partition and writes the config partition).
+    booted: PathBuf,
     /// A copy with one byte of PROBE_FILE flipped inside A_root.
     tampered: PathBuf,
     /// A_root's ext4 part (first 3 GiB) and the whole partition.
@@ -43,6 +55,7 @@ struct Built {
 }
 
 static BUILT: OnceLock<Built> = OnceLock::new();
+static GOOD_BOOT: OnceLock<(Outcome, String)> = OnceLock::new();
 static VM: Mutex<()> = Mutex::new(());
 
 fn require(tool: &str, package: &str) {
@@ -83,6 +96,36 @@ fn extract_range(src: &Path, offset: u64, len: u64, dst: &Path) {
         }
         done += n as u64;
     }
+}
+
+/// The CONFIG media of the good boot, with `evil.sh` added to the FAT
+/// file system after it was made.
+fn tampered_media(dir: &Path) -> PathBuf {
+    let examples = source_root().join("examples");
+    let (extras, _) = icos_config_media::Extras::load(&icos_config_media::ExtraPaths {
+        node_operator_private_key: Some(examples.join("node_operator_private_key.pem")),
+        ssh_authorized_keys_dir: Some(examples.join("ssh_authorized_keys")),
+        nns_public_key_override: None,
+    })
+    .unwrap();
+    let media = dir.join("config-media.img");
+    icos_config_media::build_media(
+        &icos_config_media::dev_guestos_config().unwrap(),
+        &extras,
+        &media,
+    )
+    .unwrap();
+    let evil = dir.join("evil.sh");
+    fs::write(&evil, "#!/bin/sh\necho pwned\n").unwrap();
+    let st = Command::new("mcopy")
+        .arg("-i")
+        .arg(&media)
+        .arg(&evil)
+        .arg("::evil.sh")
+        .status()
+        .unwrap();
+    assert!(st.success(), "mcopy evil.sh onto the media");
+    media
 }
 
 fn built() -> &'static Built {
@@ -182,13 +225,16 @@ fn built() -> &'static Built {
 
         // The tampered copy: one byte in logical block 10 of PROBE_FILE.
         let tampered = dir.join("tampered.img");
-        let st = Command::new("cp")
-            .arg("--sparse=always")
-            .arg(&disk)
-            .arg(&tampered)
-            .status()
-            .unwrap();
-        assert!(st.success());
+        let booted = dir.join("booted.img");
+        for copy in [&tampered, &booted] {
+            let st = Command::new("cp")
+                .arg("--sparse=always")
+                .arg(&disk)
+                .arg(copy)
+                .status()
+                .unwrap();
+            assert!(st.success());
+        }
         let out = Command::new("debugfs")
             .arg("-R")
             .arg(format!("bmap {PROBE_FILE} 10"))
@@ -214,9 +260,13 @@ fn built() -> &'static Built {
         f.write_all(&byte).unwrap();
         f.sync_all().unwrap();
 
+        let media = tampered_media(&dir);
+
         Built {
             dir,
+            media,
             disk,
+            booted,
             tampered,
             root_part,
             boot_part,
@@ -284,15 +334,22 @@ fn filesystems_are_clean() {
         );
     }
     let (root_off, _) = layout.byte_range("A_root").unwrap();
-    let icos =
-        icos_imagefs::read_file_from_ext4(&tools, &b.disk, root_off, "/opt/ic/bin/icos").unwrap();
-    assert_eq!(&icos[..4], b"\x7fELF");
-    // The build path must not leak into our binary.
+    // Our binaries, and the default payload (icos-testnet-replica).
     let src = source_root().to_string_lossy().into_owned();
-    assert!(
-        !icos.windows(src.len()).any(|w| w == src.as_bytes()),
-        "/opt/ic/bin/icos contains the build path {src}"
-    );
+    for bin in [
+        "/opt/ic/bin/icos",
+        "/opt/ic/bin/icos-guestos-init",
+        "/opt/ic/bin/icos-vsock-guest",
+        "/opt/ic/bin/replica",
+    ] {
+        let data = icos_imagefs::read_file_from_ext4(&tools, &b.disk, root_off, bin).unwrap();
+        assert_eq!(&data[..4], b"\x7fELF", "{bin}");
+        // The build path must not leak into our binaries.
+        assert!(
+            !data.windows(src.len()).any(|w| w == src.as_bytes()),
+            "{bin} contains the build path {src}"
+        );
+    }
     // The grub partition holds grub.cfg and an A/stable grubenv.
     let (grub_off, _) = layout.byte_range("grub").unwrap();
     let env = icos_imagefs::read_file_from_vfat(&tools, &b.disk, grub_off, "grubenv").unwrap();
@@ -360,7 +417,7 @@ fn verity_tree_verifies_and_update_image_matches() {
     );
 }
 
-fn boot(disk: &Path, name: &str) -> (Outcome, String) {
+fn boot(disk: &Path, media: &Path, name: &str) -> (Outcome, String) {
     let _vm = VM.lock().unwrap_or_else(|e| e.into_inner());
     let b = built();
     let probe = probe_accel(&ProbeOptions::new(
@@ -375,7 +432,13 @@ fn boot(disk: &Path, name: &str) -> (Outcome, String) {
             .prepare(b.dir.join(format!("{name}.vars.fd")))
             .unwrap(),
     );
-    vm.disks.push(Disk::virtio(disk));
+    vm.disks.push(Disk::virtio(disk).with_boot_index(1));
+    vm.disks.push(
+        Disk::usb_removable(media)
+            .read_only()
+            .with_serial("config")
+            .with_boot_index(2),
+    );
     let log = b.dir.join(format!("{name}.serial.log"));
     vm.serial = Some(Console::file(&log));
     let watch = Watch::guestos_boot().timeout(Duration::from_secs(300));
@@ -399,22 +462,103 @@ fn outcome_kind(o: &Outcome) -> &'static str {
     }
 }
 
+fn good_boot() -> &'static (Outcome, String) {
+    GOOD_BOOT.get_or_init(|| {
+        let b = built();
+        boot(&b.booted, &b.media, "good")
+    })
+}
+
 #[test]
 fn boots_to_the_success_marker() {
-    let b = built();
-    let (outcome, serial) = boot(&b.disk, "good");
-    let Outcome::Success { line, .. } = &outcome else {
+    let (outcome, serial) = good_boot();
+    let Outcome::Success { line, .. } = outcome else {
         panic!("no success marker: {outcome:?}\n{serial}");
     };
     assert!(line.contains("dfinity.system=A"), "{line}");
     assert!(line.contains("root=/dev/mapper/vroot"), "{line}");
+    assert!(line.contains("payload=active"), "{line}");
+    assert!(line.contains("var=ext4"), "{line}");
+    assert!(line.contains("configured=yes"), "{line}");
     assert!(line.contains("failed_units=[]"), "{line}");
+    // Every early-boot step reported success before the marker.
+    let marker_at = serial.find("GUESTOS BOOT SUCCESS").unwrap();
+    for step in [
+        "storage: ok: slot A; key made; var FormatOpenMake; store partition created, FormatOpenMake",
+        "bootstrap: ok: applied (first boot)",
+        "network: ok",
+        "firewall: ok",
+        "accounts: ok: keys admin=",
+        "replica-config: ok",
+        "ready: ok: payload answers",
+    ] {
+        let at = serial
+            .find(&format!("GUESTOS STEP {step}"))
+            .unwrap_or_else(|| panic!("no 'GUESTOS STEP {step}' on the console:\n{serial}"));
+        assert!(at < marker_at, "{step} after the marker");
+    }
+}
+
+#[test]
+fn first_boot_encrypted_var_and_made_the_store() {
+    let (outcome, serial) = good_boot();
+    assert!(
+        matches!(outcome, Outcome::Success { .. }),
+        "{outcome:?}\n{serial}"
+    );
+    let b = built();
+    let out = Command::new("sfdisk")
+        .arg("--dump")
+        .arg(&b.booted)
+        .output()
+        .unwrap();
+    let dump = String::from_utf8_lossy(&out.stdout);
+    let store = dump
+        .lines()
+        .find(|l| l.contains("name=\"store\""))
+        .unwrap_or_else(|| panic!("no store partition:\n{dump}"));
+    assert!(
+        store.contains("uuid=231213C6-EC9E-11F0-B45F-B7BBEA44AAF0"),
+        "{store}"
+    );
+    let start: u64 = store
+        .split("start=")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let layout = OsKind::GuestOs.layout();
+    let (var_off, _) = layout.byte_range("A_var").unwrap();
+    let mut f = File::open(&b.booted).unwrap();
+    for (what, off) in [("A_var", var_off), ("store", start * 512)] {
+        let mut magic = [0u8; 6];
+        f.seek(SeekFrom::Start(off)).unwrap();
+        f.read_exact(&mut magic).unwrap();
+        assert_eq!(&magic, b"LUKS\xba\xbe", "{what} is not LUKS");
+    }
+}
+
+#[test]
+fn extra_file_on_the_config_media_is_ignored_and_logged() {
+    let (outcome, serial) = good_boot();
+    assert!(
+        matches!(outcome, Outcome::Success { .. }),
+        "{outcome:?}\n{serial}"
+    );
+    let lower = serial.to_lowercase();
+    assert!(
+        lower.contains("guestos config media:evil.sh: ignored: not on the allow-list"),
+        "{serial}"
+    );
+    assert!(serial.contains("files written, 1 ignored)"), "{serial}");
 }
 
 #[test]
 fn tampered_root_fails_closed() {
     let b = built();
-    let (outcome, serial) = boot(&b.tampered, "tampered");
+    let (outcome, serial) = boot(&b.tampered, &b.media, "tampered");
     let Outcome::Failure { line, .. } = &outcome else {
         panic!("expected the failure marker: {outcome:?}\n{serial}");
     };

@@ -1,28 +1,48 @@
-//! Boot configuration: the `boot_args` file GRUB sources from A_boot, the
-//! initial grubenv, and the GRUB EFI module list.
+//! Boot configuration: the `boot_args` file GRUB sources from a slot's boot
+//! partition, the initial grubenv, and the GRUB EFI module list.
+//!
+//! `boot_args` carries one kernel command line per slot, as IC's
+//! `guestos_boot_args.template` does: `BOOT_ARGS_A` boots partition set A
+//! and `BOOT_ARGS_B` partition set B, each with its own root PARTUUID and
+//! `dfinity.system=`. The same file is on A_boot and, after an upgrade, on
+//! B_boot; `grub.cfg` picks the line by `boot_alternative`, so a boot image
+//! installed into either slot boots that slot's root.
 
+use icos_grubenv::Slot;
 use uuid::Uuid;
 
-/// What goes on the kernel command line of one slot.
+/// What goes on the kernel command lines of the two slots.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BootArgs {
-    /// The PARTUUID of the slot's root partition.
-    pub root_partuuid: Uuid,
-    /// `A` or `B`.
-    pub slot: char,
-    /// The dm-verity root hash (64 hex digits).
+    /// The PARTUUID of slot A's root partition.
+    pub a_root_partuuid: Uuid,
+    /// The PARTUUID of slot B's root partition.
+    pub b_root_partuuid: Uuid,
+    /// The dm-verity root hash (64 hex digits); both slots receive the same
+    /// root image, so they share it.
     pub root_hash: String,
-    /// Further arguments, appended in order.
+    /// Further arguments, appended in order to both lines.
     pub extra: Vec<String>,
 }
 
+/// The name of the `boot_args` variable holding `slot`'s command line.
+pub fn boot_args_var(slot: Slot) -> &'static str {
+    match slot {
+        Slot::A => "BOOT_ARGS_A",
+        Slot::B => "BOOT_ARGS_B",
+    }
+}
+
 impl BootArgs {
-    /// The kernel command line.
-    pub fn cmdline(&self) -> String {
+    /// The kernel command line of `slot`.
+    pub fn cmdline(&self, slot: Slot) -> String {
+        let root = match slot {
+            Slot::A => self.a_root_partuuid,
+            Slot::B => self.b_root_partuuid,
+        };
         let mut s = format!(
-            "root=PARTUUID={} console=ttyS0 quiet panic=-1 ro dfinity.system={} root_hash={}",
-            self.root_partuuid.hyphenated(),
-            self.slot,
+            "root=PARTUUID={} console=ttyS0 quiet panic=-1 ro dfinity.system={slot} root_hash={}",
+            root.hyphenated(),
             self.root_hash
         );
         for e in &self.extra {
@@ -32,9 +52,10 @@ impl BootArgs {
         s
     }
 
-    /// The `boot_args` file: a GRUB script fragment setting `BOOT_ARGS`.
-    /// Fails on a root hash that is not 64 lowercase hex digits, a slot
-    /// other than A/B, or an argument GRUB would not keep as one word.
+    /// The `boot_args` file: a GRUB script fragment setting `BOOT_ARGS_A`
+    /// and `BOOT_ARGS_B`. Fails on a root hash that is not 64 lowercase hex
+    /// digits, the same root PARTUUID for both slots, or an argument GRUB
+    /// would not keep as one word.
     pub fn render(&self) -> Result<String, String> {
         if self.root_hash.len() != 64
             || !self
@@ -47,20 +68,32 @@ impl BootArgs {
                 self.root_hash
             ));
         }
-        if !matches!(self.slot, 'A' | 'B') {
-            return Err(format!("slot must be A or B, got '{}'", self.slot));
+        if self.a_root_partuuid == self.b_root_partuuid {
+            return Err(format!(
+                "slots A and B must have different root PARTUUIDs, both are {}",
+                self.a_root_partuuid.hyphenated()
+            ));
         }
         if let Some(bad) = self.extra.iter().find(|e| {
             e.is_empty()
                 || e.chars()
-                    .any(|c| c.is_whitespace() || "\"'\\$;".contains(c))
+                    .any(|c| c.is_whitespace() || "\"'\\$;#".contains(c))
         }) {
             return Err(format!("kernel argument '{bad}' is not a plain word"));
         }
-        Ok(format!(
-            "# GuestOS boot arguments, sourced by grub.cfg.\nBOOT_ARGS=\"{}\"\n",
-            self.cmdline()
-        ))
+        let mut out = String::from(
+            "# Kernel command lines of GuestOS, sourced by grub.cfg from the booted slot's\n\
+             # boot partition. BOOT_ARGS_A boots partition set A, BOOT_ARGS_B partition\n\
+             # set B; grub.cfg picks one by boot_alternative.\n",
+        );
+        for slot in Slot::ALL {
+            out.push_str(&format!(
+                "{}=\"{}\"\n",
+                boot_args_var(slot),
+                self.cmdline(slot)
+            ));
+        }
+        Ok(out)
     }
 }
 
@@ -86,29 +119,57 @@ pub fn parse_module_list(text: &str) -> Vec<String> {
 mod tests {
     use super::*;
 
+    const A_ROOT: Uuid = uuid::uuid!("7C0A626E-E5EA-E543-B5C5-300EB8304DB7");
+    const B_ROOT: Uuid = uuid::uuid!("A78BC3A8-376C-054A-96E7-3904B915D0C5");
+
     fn args() -> BootArgs {
         BootArgs {
-            root_partuuid: uuid::uuid!("7C0A626E-E5EA-E543-B5C5-300EB8304DB7"),
-            slot: 'A',
+            a_root_partuuid: A_ROOT,
+            b_root_partuuid: B_ROOT,
             root_hash: "ab".repeat(32),
             extra: vec![],
         }
     }
 
     #[test]
-    fn renders_boot_args() {
+    fn renders_one_line_per_slot() {
+        let hash = "ab".repeat(32);
         assert_eq!(
             args().render().unwrap(),
             format!(
-                "# GuestOS boot arguments, sourced by grub.cfg.\n\
-                 BOOT_ARGS=\"root=PARTUUID=7c0a626e-e5ea-e543-b5c5-300eb8304db7 console=ttyS0 quiet panic=-1 ro dfinity.system=A root_hash={}\"\n",
-                "ab".repeat(32)
+                "# Kernel command lines of GuestOS, sourced by grub.cfg from the booted slot's\n\
+                 # boot partition. BOOT_ARGS_A boots partition set A, BOOT_ARGS_B partition\n\
+                 # set B; grub.cfg picks one by boot_alternative.\n\
+                 BOOT_ARGS_A=\"root=PARTUUID=7c0a626e-e5ea-e543-b5c5-300eb8304db7 console=ttyS0 quiet panic=-1 ro dfinity.system=A root_hash={hash}\"\n\
+                 BOOT_ARGS_B=\"root=PARTUUID=a78bc3a8-376c-054a-96e7-3904b915d0c5 console=ttyS0 quiet panic=-1 ro dfinity.system=B root_hash={hash}\"\n"
             )
         );
         let mut b = args();
-        b.slot = 'B';
         b.extra = vec!["icos.verity_scan=full".into()];
-        assert!(b.render().unwrap().ends_with(" icos.verity_scan=full\"\n"));
+        let text = b.render().unwrap();
+        assert_eq!(
+            text.matches(" icos.verity_scan=full\"\n").count(),
+            2,
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn every_line_is_a_quoted_assignment() {
+        // The shape a VM runner reads: NAME="value" lines, comments, nothing else.
+        let text = args().render().unwrap();
+        let mut names = Vec::new();
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (name, value) = line.split_once('=').unwrap();
+            assert!(value.starts_with('"') && value.ends_with('"'), "{line}");
+            assert!(
+                !value[1..value.len() - 1].contains(['"', '\\', '$']),
+                "{line}"
+            );
+            names.push(name);
+        }
+        assert_eq!(names, ["BOOT_ARGS_A", "BOOT_ARGS_B"]);
+        assert_eq!(boot_args_var(Slot::B), "BOOT_ARGS_B");
     }
 
     #[test]
@@ -120,13 +181,16 @@ mod tests {
         b.root_hash = "ab".into();
         assert!(b.render().is_err());
         let mut b = args();
-        b.slot = 'C';
-        assert!(b.render().is_err());
+        b.b_root_partuuid = A_ROOT;
+        assert!(b.render().unwrap_err().contains("different root PARTUUIDs"));
         let mut b = args();
         b.extra = vec!["a b".into()];
         assert!(b.render().is_err());
         let mut b = args();
         b.extra = vec!["x=\"y\"".into()];
+        assert!(b.render().is_err());
+        let mut b = args();
+        b.extra = vec!["x#y".into()];
         assert!(b.render().is_err());
     }
 

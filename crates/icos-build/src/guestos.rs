@@ -49,7 +49,7 @@ pub const GRUB_VOLUME_ID: u32 = 0x0b00_70e6;
 /// (`openssl passwd -6 -salt icosdevroot guestos-dev`).
 pub const DEV_ROOT_PASSWORD_HASH: &str = "$6$icosdevroot$Q3N5Sw3ERtSJCl12tyBzXGodDB6swzl/vDXH6cGjSNupryMPqjPET.GTsXu6I2.1UMlQHWpwrh483JJtV5tS2/";
 /// Bumped whenever the customisation code changes what it writes.
-const CUSTOMISE_VERSION: &str = "3";
+const CUSTOMISE_VERSION: &str = "4";
 
 /// Build flavour, as IC's `prod` and `dev` images.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,7 +81,8 @@ pub struct GuestOsOptions {
     pub env: Env,
     /// The version; `None`: `git rev-parse HEAD` of the source tree.
     pub version: Option<String>,
-    /// The replica binary to install as `/opt/ic/bin/replica`.
+    /// The replica binary to install as `/opt/ic/bin/replica`; `None`:
+    /// `icos-testnet-replica`, built from the source tree.
     pub replica: Option<PathBuf>,
     /// The cache root; `None`: [`Cache::default_location`].
     pub cache: Option<PathBuf>,
@@ -96,7 +97,8 @@ pub struct GuestOsOptions {
 }
 
 impl GuestOsOptions {
-    /// Defaults: dev, `out/`, version from git, no replica, default cache.
+    /// Defaults: dev, `out/`, version from git, the built-in replica,
+    /// default cache.
     pub fn new(source: impl Into<PathBuf>) -> GuestOsOptions {
         GuestOsOptions {
             source: source.into(),
@@ -151,7 +153,7 @@ pub const VERSION_TXT: &str = "VERSION.TXT";
 const STAGES: usize = 13;
 
 /// Removes the temporary folders of a build that did not finish.
-struct Cleanup(Vec<PathBuf>);
+pub(crate) struct Cleanup(pub(crate) Vec<PathBuf>);
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
@@ -163,7 +165,7 @@ impl Drop for Cleanup {
     }
 }
 
-fn input(path: &Path) -> Result<PathBuf> {
+pub(crate) fn input(path: &Path) -> Result<PathBuf> {
     if path.exists() {
         Ok(path.to_path_buf())
     } else {
@@ -318,11 +320,16 @@ pub fn build_guestos(opts: &GuestOsOptions) -> Result<BuildReport> {
     })?;
 
     // 2. Our binaries.
-    let icos_bin = st.run("build icos (cargo --release --locked)", || {
-        build_icos(&cargo, &src, &work)
+    let bins = st.run("build our binaries (cargo --release --locked)", || {
+        build_binaries(&cargo, &src, &work)
     })?;
-    let icos_sha = sha256_file(&icos_bin)?;
-    let replica_sha = opts.replica.as_deref().map(sha256_file).transpose()?;
+    let replica_bin = opts.replica.clone().unwrap_or_else(|| bins.replica.clone());
+    let installed: Vec<(&str, &Path)> = vec![
+        ("opt/ic/bin/icos", &bins.icos),
+        ("opt/ic/bin/icos-guestos-init", &bins.guestos_init),
+        ("opt/ic/bin/icos-vsock-guest", &bins.vsock_guest),
+        ("opt/ic/bin/replica", &replica_bin),
+    ];
 
     // 3 + 4. Raw root file system.
     let mmdebstrap_version = tools::version_line(&mmdebstrap, &["--version"]);
@@ -366,11 +373,10 @@ pub fn build_guestos(opts: &GuestOsOptions) -> Result<BuildReport> {
             .str("env", opts.env.as_str())
             .dir("overlay", &overlay_common)?
             .dir("overlay-env", &overlay_env)?
-            .str("icos", &icos_sha)
             .str("image-version", &version)
             .str("epoch", &epoch.to_string());
-        if let Some(r) = &replica_sha {
-            k = k.str("replica", r);
+        for (path, bin) in &installed {
+            k = k.str(path, &sha256_file(bin)?);
         }
         k.finish()
     };
@@ -382,7 +388,7 @@ pub fn build_guestos(opts: &GuestOsOptions) -> Result<BuildReport> {
                 opts,
                 &overlay_common,
                 &overlay_env,
-                &icos_bin,
+                &installed,
                 &version,
             )
         })?;
@@ -442,8 +448,8 @@ pub fn build_guestos(opts: &GuestOsOptions) -> Result<BuildReport> {
 
     // 8. A_boot.
     let boot_args = BootArgs {
-        root_partuuid: a_root.uuid,
-        slot: 'A',
+        a_root_partuuid: a_root.uuid,
+        b_root_partuuid: part("B_root")?.uuid,
         root_hash: root_hash.clone(),
         extra: Vec::new(),
     }
@@ -704,7 +710,7 @@ pub fn build_guestos(opts: &GuestOsOptions) -> Result<BuildReport> {
     })
 }
 
-fn status(cached: bool) -> StageStatus {
+pub(crate) fn status(cached: bool) -> StageStatus {
     if cached {
         StageStatus::Cached
     } else {
@@ -712,13 +718,13 @@ fn status(cached: bool) -> StageStatus {
     }
 }
 
-fn file_len(path: &Path) -> Result<u64> {
+pub(crate) fn file_len(path: &Path) -> Result<u64> {
     Ok(fs::metadata(path)
         .map_err(BuildError::io("reading", path))?
         .len())
 }
 
-fn allocated_bytes(path: &Path) -> Result<u64> {
+pub(crate) fn allocated_bytes(path: &Path) -> Result<u64> {
     use std::os::unix::fs::MetadataExt;
     Ok(fs::metadata(path)
         .map_err(BuildError::io("reading", path))?
@@ -726,30 +732,30 @@ fn allocated_bytes(path: &Path) -> Result<u64> {
         * 512)
 }
 
-fn read_text(path: &Path) -> Result<String> {
+pub(crate) fn read_text(path: &Path) -> Result<String> {
     Ok(fs::read_to_string(path)
         .map_err(BuildError::io("reading", path))?
         .trim()
         .to_owned())
 }
 
-fn write(path: &Path, data: &[u8]) -> Result<()> {
+pub(crate) fn write(path: &Path, data: &[u8]) -> Result<()> {
     fs::write(path, data).map_err(BuildError::io("writing", path))
 }
 
-fn set_mode(path: &Path, mode: u32) -> Result<()> {
+pub(crate) fn set_mode(path: &Path, mode: u32) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(path, fs::Permissions::from_mode(mode))
         .map_err(BuildError::io("setting mode of", path))
 }
 
-fn copy(from: &Path, to: &Path) -> Result<()> {
+pub(crate) fn copy(from: &Path, to: &Path) -> Result<()> {
     fs::copy(from, to).map_err(BuildError::io("copying to", to))?;
     Ok(())
 }
 
 /// `git rev-parse HEAD` in `src`.
-fn git_head(src: &Path) -> Result<String> {
+pub(crate) fn git_head(src: &Path) -> Result<String> {
     let git = tools::find(GIT)?;
     let out = tools::run(
         Command::new(git)
@@ -764,13 +770,43 @@ fn git_head(src: &Path) -> Result<String> {
     Ok(String::from_utf8_lossy(&out).trim().to_owned())
 }
 
-/// Builds `icos` for the image: `cargo build --release --locked` in a
-/// target directory of its own, with the source tree and `CARGO_HOME`
-/// remapped so no build path leaks into the binary.
-fn build_icos(cargo: &Path, src: &Path, work: &Path) -> Result<(PathBuf, StageStatus, String)> {
+/// Our programs installed in the image, built from the source tree.
+#[derive(Debug, Clone)]
+pub(crate) struct OurBinaries {
+    /// `icos`.
+    pub icos: PathBuf,
+    /// `icos-guestos-init` (early boot).
+    pub guestos_init: PathBuf,
+    /// `icos-vsock-guest` (the vsock client).
+    pub vsock_guest: PathBuf,
+    /// `icos-testnet-replica`, the default payload.
+    pub replica: PathBuf,
+}
+
+/// The packages and binaries [`build_binaries`] builds.
+const OUR_BINARIES: [(&str, &str); 4] = [
+    ("icos", "icos"),
+    ("icos-guestos-init-bin", "icos-guestos-init"),
+    ("icos-vsock-guest", "icos-vsock-guest"),
+    ("icos-testnet-replica-bin", "icos-testnet-replica"),
+];
+
+/// Builds our binaries for the image: `cargo build --release --locked` in
+/// a target directory of its own, with the source tree and `CARGO_HOME`
+/// remapped so no build path leaks into the binaries.
+fn build_binaries(
+    cargo: &Path,
+    src: &Path,
+    work: &Path,
+) -> Result<(OurBinaries, StageStatus, String)> {
     let target = src.join("target").join("image");
-    let bin = target.join("release").join("icos");
-    let before = fs::metadata(&bin).and_then(|m| m.modified()).ok();
+    let release = target.join("release");
+    let stamp = |name: &str| {
+        fs::metadata(release.join(name))
+            .and_then(|m| m.modified())
+            .ok()
+    };
+    let before: Vec<_> = OUR_BINARIES.iter().map(|(_, b)| stamp(b)).collect();
     let cargo_home = std::env::var_os("CARGO_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
@@ -782,16 +818,11 @@ fn build_icos(cargo: &Path, src: &Path, work: &Path) -> Result<(PathBuf, StageSt
     );
     let mut cmd = Command::new(cargo);
     cmd.current_dir(src)
-        .args([
-            "build",
-            "--release",
-            "--locked",
-            "-p",
-            "icos",
-            "--bin",
-            "icos",
-        ])
-        .arg("--target-dir")
+        .args(["build", "--release", "--locked"]);
+    for (package, bin) in OUR_BINARIES {
+        cmd.args(["-p", package, "--bin", bin]);
+    }
+    cmd.arg("--target-dir")
         .arg(&target)
         .env("RUSTFLAGS", rustflags)
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
@@ -800,14 +831,23 @@ fn build_icos(cargo: &Path, src: &Path, work: &Path) -> Result<(PathBuf, StageSt
         .env_remove("RUSTC_WRAPPER")
         .env_remove("RUSTC_WORKSPACE_WRAPPER");
     tools::run_logged(&mut cmd, &work.join("cargo.log"))?;
-    let after = fs::metadata(&bin).and_then(|m| m.modified()).ok();
-    let status = if before.is_some() && before == after {
+    let after: Vec<_> = OUR_BINARIES.iter().map(|(_, b)| stamp(b)).collect();
+    let status = if before.iter().all(Option::is_some) && before == after {
         StageStatus::Cached
     } else {
         StageStatus::Built
     };
-    let note = format!("icos {}", mib(file_len(&bin)?));
-    Ok((bin, status, note))
+    let bins = OurBinaries {
+        icos: release.join("icos"),
+        guestos_init: release.join("icos-guestos-init"),
+        vsock_guest: release.join("icos-vsock-guest"),
+        replica: release.join("icos-testnet-replica"),
+    };
+    let mut notes = Vec::new();
+    for (_, bin) in OUR_BINARIES {
+        notes.push(format!("{bin} {}", mib(file_len(&release.join(bin))?)));
+    }
+    Ok((bins, status, notes.join(", ")))
 }
 
 /// The mmdebstrap arguments, with `{include}` filled in and the
@@ -834,7 +874,7 @@ pub fn mmdebstrap_args(include: &str, repo: &Path, out: &Path) -> Vec<String> {
     ]
 }
 
-fn run_mmdebstrap(
+pub(crate) fn run_mmdebstrap(
     mmdebstrap: &Path,
     lock: &Lock,
     repo: &Path,
@@ -862,7 +902,7 @@ fn customise(
     opts: &GuestOsOptions,
     overlay_common: &Path,
     overlay_env: &Path,
-    icos_bin: &Path,
+    installed: &[(&str, &Path)],
     version: &str,
 ) -> Result<()> {
     let mut c = rootfs::read_rootfs_tar(raw_tar)?;
@@ -870,14 +910,16 @@ fn customise(
     if overlay_env.is_dir() {
         c.tree.overlay_dir(overlay_env)?;
     }
-    let icos = fs::read(icos_bin).map_err(BuildError::io("reading", icos_bin))?;
-    c.tree
-        .insert("opt/ic/bin/icos", Node::new(Kind::File(icos), 0o755));
-    if let Some(r) = &opts.replica {
-        let data = fs::read(r).map_err(BuildError::io("reading", r))?;
-        c.tree
-            .insert("opt/ic/bin/replica", Node::new(Kind::File(data), 0o755));
+    for (path, bin) in installed {
+        let data = fs::read(bin).map_err(BuildError::io("reading", bin))?;
+        c.tree.insert(path, Node::new(Kind::File(data), 0o755));
     }
+    // Mount points on the read-only root: the config partition and the
+    // CONFIG media.
+    for dir in ["boot/config", "mnt/config"] {
+        c.tree.insert(dir, Node::new(Kind::Dir, 0o755));
+    }
+    rootfs::add_system_accounts(&mut c.tree, rootfs::GUESTOS_ACCOUNTS)?;
     c.tree.insert(
         "opt/ic/share/version.txt",
         Node::new(Kind::File(format!("{version}\n").into_bytes()), 0o644),
@@ -935,7 +977,13 @@ fn make_initramfs(custom_dir: &Path, kernel_version: &str, init: &Path, out: &Pa
     )
 }
 
-fn make_root(tools: &Tools, tar: &Path, part_size: u64, epoch: u64, out: &Path) -> Result<()> {
+pub(crate) fn make_root(
+    tools: &Tools,
+    tar: &Path,
+    part_size: u64,
+    epoch: u64,
+    out: &Path,
+) -> Result<()> {
     let img = out.join("root.img");
     let spec = Ext4Spec {
         size_bytes: ROOT_FS_SIZE,
@@ -983,7 +1031,7 @@ pub fn root_verity_spec() -> VeritySpec {
     }
 }
 
-fn write_artifacts(
+pub(crate) fn write_artifacts(
     out: &Path,
     disk: &Path,
     boot_img: &Path,
@@ -1030,7 +1078,7 @@ fn write_artifacts(
 
 /// Moves `tmp` to `dest`, replacing an older `dest` (moved aside first and
 /// removed after).
-fn publish(tmp: &Path, dest: &Path) -> Result<()> {
+pub(crate) fn publish(tmp: &Path, dest: &Path) -> Result<()> {
     let old = dest.with_file_name(format!(".guestos.old-{}", std::process::id()));
     let had_old = dest.exists();
     if had_old {

@@ -187,7 +187,11 @@ pub fn verity_conf(hash_offset: u64, modules: &[String], probe_files: &[String])
 
 /// Adds the interpreter and the libraries `program` loads, transitively:
 /// `wanted path in the initramfs` → `real path in the root`.
-fn closure(root: &Tree, program: &str, out: &mut BTreeMap<String, String>) -> Result<()> {
+pub(crate) fn closure(
+    root: &Tree,
+    program: &str,
+    out: &mut BTreeMap<String, String>,
+) -> Result<()> {
     let mut queue = vec![program.to_owned()];
     let mut seen = BTreeSet::new();
     while let Some(path) = queue.pop() {

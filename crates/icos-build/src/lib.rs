@@ -6,13 +6,13 @@
 //! | # | stage | what | cached by |
 //! |---|-------|------|-----------|
 //! | 1 | fetch packages | every `.deb` of `images/guestos/packages.lock` and `images/build/packages.lock`, verified against the lock, into the content-addressed cache | package SHA-256 |
-//! | 2 | build icos | `cargo build --release --locked` with `--remap-path-prefix` for the source tree and `CARGO_HOME` (own target dir `target/image`) | cargo |
+//! | 2 | build our binaries | `icos`, `icos-guestos-init`, `icos-vsock-guest` and `icos-testnet-replica` (the default payload): `cargo build --release --locked` with `--remap-path-prefix` for the source tree and `CARGO_HOME` (own target dir `target/image`) | cargo |
 //! | 3 | local apt repository | the locked `.deb`s and their index ([`icos_packages::write_repo`]), only when stage 4 runs | — |
 //! | 4 | root file system | `mmdebstrap --variant=required --include=<requested> bookworm rootfs.tar "deb [trusted=yes] copy://REPO/ ./"` with `SOURCE_DATE_EPOCH`, `INITRD=No` | lock bytes, mmdebstrap version, arguments |
-//! | 5 | customise | mmdebstrap's tar read with the `tar` crate; [`rootfs::classify`] drops variable and unneeded files; `images/guestos/rootfs/` and `rootfs-<env>/` are added, plus `/opt/ic/bin/icos`, `/opt/ic/bin/replica` (with `--replica`) and `/opt/ic/share/version.txt`; every mtime is the epoch; a sorted tar is written | stage 4 key, overlays, binaries, env, version |
+//! | 5 | customise | mmdebstrap's tar read with the `tar` crate; [`rootfs::classify`] drops variable and unneeded files; `images/guestos/rootfs/` and `rootfs-<env>/` are added, plus `/opt/ic/bin/{icos,icos-guestos-init,icos-vsock-guest}`, `/opt/ic/bin/replica` (`--replica FILE`, else `icos-testnet-replica`), `/opt/ic/share/version.txt`, the mount points `/boot/config` and `/mnt/config`, and the accounts of `rootfs::GUESTOS_ACCOUNTS`; every mtime is the epoch; a sorted tar is written | stage 4 key, overlays, binaries, env, version |
 //! | 6 | initramfs | busybox-static, `veritysetup`, `blkid` and their libraries ([`elf`]), the modules of [`initramfs::MODULES`] in dependency order, `verity.conf` and `images/guestos/initramfs/init`; newc cpio + zstd | stage 5 key, init script |
 //! | 7 | A_root | `mke2fs -d rootfs.tar` (3 GiB ext4 in the 10 GiB partition) + `veritysetup format` in place at 10603200512 with a fixed salt and IC's verity UUID | stage 5 key, tool versions |
-//! | 8 | A_boot | ext4 with `vmlinuz`, `initrd.img`, `boot_args` (root PARTUUID, `dfinity.system=A`, `root_hash=`), `version.txt` | stages 5–7 |
+//! | 8 | A_boot | ext4 with `vmlinuz`, `initrd.img`, `boot_args` (`BOOT_ARGS_A` and `BOOT_ARGS_B`: each slot's root PARTUUID and `dfinity.system=`, `root_hash=`), `version.txt` | stages 5–7 |
 //! | 9 | esp | vfat with `EFI/BOOT/BOOTX64.EFI` from `grub-mkimage` of the locked grub-common / grub-efi-amd64-bin (`dpkg-deb -x`), early config `images/guestos/grub/grub-early.cfg` embedded | package hashes, config, module list |
 //! | 10 | grub | vfat with `grub.cfg` and a 1024-byte grubenv (`boot_alternative=A`, `boot_cycle=stable`) | files |
 //! | 11 | config | empty ext4 | tool version |
@@ -33,6 +33,7 @@ pub mod cache;
 pub mod elf;
 pub mod error;
 pub mod guestos;
+pub mod hostos;
 pub mod initramfs;
 pub mod progress;
 pub mod rootfs;
@@ -43,4 +44,5 @@ pub use guestos::{
     Artifact, BuildReport, DEFAULT_EPOCH, DISK_IMG, Env, GuestOsOptions, SHA256SUMS, UPDATE_IMG,
     VERSION_TXT, build_guestos, root_verity_spec,
 };
+pub use hostos::{HostOsOptions, build_hostos};
 pub use progress::{ProgressMode, StageStatus, StageTiming};

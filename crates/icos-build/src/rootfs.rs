@@ -20,7 +20,7 @@
 //! | `etc/machine-id` | empty | systemd makes a transient id on a read-only root |
 //! | `usr/share/man/*`, `usr/share/info/*`, `usr/share/locale/*` | drop | size |
 //! | files under `usr/share/doc/` but `copyright` | drop | size; licences stay |
-//! | kernel modules outside [`KEEP_MODULES`] | drop | size: only what a virtio VM with dm-verity, ext4, vfat, XFS, vsock and nftables needs |
+//! | kernel modules outside [`KEEP_MODULES`] | drop | size: only what a virtio VM with dm-verity, dm-crypt, ext4, vfat, XFS, vsock, nftables and a USB (xHCI) CONFIG disk needs |
 //!
 //! Every entry then gets mtime = the build epoch; owners, modes, device
 //! numbers, hard links and extended attributes (`SCHILY.xattr.*`) are kept.
@@ -39,6 +39,7 @@ use crate::error::{BuildError, Result};
 /// that stay in the image.
 pub const KEEP_MODULES: &[&str] = &[
     "arch/x86/crypto/",
+    "block/t10-pi.ko",
     "crypto/",
     "drivers/block/virtio_blk.ko",
     "drivers/char/hw_random/virtio-rng.ko",
@@ -46,7 +47,14 @@ pub const KEEP_MODULES: &[&str] = &[
     "drivers/md/",
     "drivers/net/net_failover.ko",
     "drivers/net/virtio_net.ko",
+    "drivers/scsi/scsi_common.ko",
+    "drivers/scsi/scsi_mod.ko",
+    "drivers/scsi/sd_mod.ko",
     "drivers/scsi/virtio_scsi.ko",
+    "drivers/usb/common/",
+    "drivers/usb/core/",
+    "drivers/usb/host/xhci-",
+    "drivers/usb/storage/",
     "drivers/virtio/",
     "fs/ext4/",
     "fs/fat/",
@@ -621,6 +629,119 @@ impl Tree {
     }
 }
 
+/// A system account added to the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Account {
+    /// User and group name.
+    pub name: &'static str,
+    /// User and group id.
+    pub id: u32,
+    /// The home folder.
+    pub home: &'static str,
+    /// The login shell.
+    pub shell: &'static str,
+}
+
+/// The GuestOS accounts: IC-OS's role accounts (SSH with keys, homes on
+/// the encrypted `/var`) and the payload's own user.
+pub const GUESTOS_ACCOUNTS: &[Account] = &[
+    Account {
+        name: "admin",
+        id: 1000,
+        home: "/var/lib/admin",
+        shell: "/bin/bash",
+    },
+    Account {
+        name: "backup",
+        id: 1001,
+        home: "/var/lib/backup",
+        shell: "/bin/bash",
+    },
+    Account {
+        name: "readonly",
+        id: 1002,
+        home: "/var/lib/readonly",
+        shell: "/bin/bash",
+    },
+    Account {
+        name: "ic-replica",
+        id: 1100,
+        home: "/var/lib/ic",
+        shell: "/usr/sbin/nologin",
+    },
+];
+
+fn file_text<'a>(tree: &'a mut Tree, path: &str) -> Result<&'a mut Vec<u8>> {
+    let node = tree
+        .nodes
+        .get_mut(path)
+        .ok_or_else(|| BuildError::Rootfs(format!("no {path}")))?;
+    match &mut node.kind {
+        Kind::File(data) => Ok(data),
+        _ => Err(BuildError::Rootfs(format!("{path} is not a file"))),
+    }
+}
+
+/// The line of `a` in `file` (`etc/passwd`, `etc/group`, `etc/shadow` or
+/// `etc/gshadow`).
+fn account_line(file: &str, a: &Account) -> String {
+    match file {
+        "etc/passwd" => format!("{0}:x:{1}:{1}::{2}:{3}", a.name, a.id, a.home, a.shell),
+        "etc/group" => format!("{}:x:{}:", a.name, a.id),
+        "etc/shadow" => format!("{}:*:19000:0:99999:7:::", a.name),
+        _ => format!("{}:!::", a.name),
+    }
+}
+
+/// Adds `accounts` to `etc/passwd`, `etc/group`, `etc/shadow` and
+/// `etc/gshadow` (no password: `*`; a user group of the same id). An
+/// account whose name exists already (Debian has a `backup` system user)
+/// keeps its ids and entries, but gets the home folder and shell of
+/// `accounts`; a new account whose id is taken is an error.
+pub fn add_system_accounts(tree: &mut Tree, accounts: &[Account]) -> Result<()> {
+    for path in ["etc/passwd", "etc/group", "etc/shadow", "etc/gshadow"] {
+        let data = file_text(tree, path)?;
+        let text = String::from_utf8_lossy(data).into_owned();
+        let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        for a in accounts {
+            let existing = lines
+                .iter()
+                .position(|l| l.split(':').next() == Some(a.name));
+            match existing {
+                Some(i) if path == "etc/passwd" => {
+                    let mut f: Vec<String> = lines[i].split(':').map(str::to_owned).collect();
+                    if f.len() != 7 {
+                        return Err(BuildError::Rootfs(format!(
+                            "{path}: the entry of {} does not have 7 fields",
+                            a.name
+                        )));
+                    }
+                    f[5] = a.home.to_owned();
+                    f[6] = a.shell.to_owned();
+                    lines[i] = f.join(":");
+                }
+                Some(_) => {}
+                None => {
+                    let id = a.id.to_string();
+                    let id_taken = matches!(path, "etc/passwd" | "etc/group")
+                        && lines
+                            .iter()
+                            .any(|l| l.split(':').nth(2) == Some(id.as_str()));
+                    if id_taken {
+                        return Err(BuildError::Rootfs(format!(
+                            "{path}: id {id} of the new account {} is taken",
+                            a.name
+                        )));
+                    }
+                    lines.push(account_line(path, a));
+                }
+            }
+        }
+        *data = (lines.join("\n") + "\n").into_bytes();
+    }
+    Ok(())
+}
+
 /// Sets root's password hash in `etc/shadow` (dev images).
 pub fn set_root_password(tree: &mut Tree, hash: &str) -> Result<()> {
     let node = tree
@@ -728,6 +849,26 @@ mod tests {
                 Drop,
             ),
             ("usr/lib/modules/6.1.0-50-amd64/kernel/sound", true, Keep),
+            (
+                "usr/lib/modules/6.1.0-50-amd64/kernel/drivers/usb/storage/usb-storage.ko",
+                false,
+                Keep,
+            ),
+            (
+                "usr/lib/modules/6.1.0-50-amd64/kernel/drivers/usb/host/xhci-pci.ko",
+                false,
+                Keep,
+            ),
+            (
+                "usr/lib/modules/6.1.0-50-amd64/kernel/drivers/usb/host/ehci-hcd.ko",
+                false,
+                Drop,
+            ),
+            (
+                "usr/lib/modules/6.1.0-50-amd64/kernel/net/vmw_vsock/vmw_vsock_virtio_transport.ko",
+                false,
+                Keep,
+            ),
             ("usr/bin/busybox", false, Keep),
         ];
         for (path, dir, want) in cases {
@@ -855,5 +996,55 @@ mod tests {
         );
         let mut empty = Tree::default();
         assert!(set_root_password(&mut empty, "x").is_err());
+    }
+
+    #[test]
+    fn system_accounts() {
+        let mut t = Tree::default();
+        t.insert("etc/passwd", file("root:x:0:0:root:/root:/bin/bash\n"));
+        t.insert("etc/group", file("root:x:0:\n"));
+        t.insert("etc/shadow", file("root:*:19675:0:99999:7:::\n"));
+        t.insert("etc/gshadow", file("root:*::\n"));
+        let admin = Account {
+            name: "admin",
+            id: 1000,
+            home: "/var/lib/admin",
+            shell: "/bin/bash",
+        };
+        add_system_accounts(&mut t, &[admin]).unwrap();
+        assert_eq!(
+            t.file("etc/passwd").unwrap(),
+            b"root:x:0:0:root:/root:/bin/bash\nadmin:x:1000:1000::/var/lib/admin:/bin/bash\n"
+        );
+        assert_eq!(t.file("etc/group").unwrap(), b"root:x:0:\nadmin:x:1000:\n");
+        assert_eq!(
+            t.file("etc/shadow").unwrap(),
+            b"root:*:19675:0:99999:7:::\nadmin:*:19000:0:99999:7:::\n"
+        );
+        assert_eq!(t.file("etc/gshadow").unwrap(), b"root:*::\nadmin:!::\n");
+        // Again: the existing entries stay; home and shell are set.
+        t.insert(
+            "etc/passwd",
+            file("root:x:0:0:root:/root:/bin/bash\nadmin:x:34:34:admin:/var/backups:/usr/sbin/nologin\n"),
+        );
+        add_system_accounts(&mut t, &[admin]).unwrap();
+        assert_eq!(
+            t.file("etc/passwd").unwrap(),
+            b"root:x:0:0:root:/root:/bin/bash\nadmin:x:34:34:admin:/var/lib/admin:/bin/bash\n"
+        );
+        assert_eq!(t.file("etc/group").unwrap(), b"root:x:0:\nadmin:x:1000:\n");
+        // A new name with a taken id.
+        let other = Account {
+            name: "other",
+            ..admin
+        };
+        let err = add_system_accounts(&mut t, &[other])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("id 1000 of the new account other is taken"),
+            "{err}"
+        );
+        assert!(add_system_accounts(&mut Tree::default(), GUESTOS_ACCOUNTS).is_err());
     }
 }

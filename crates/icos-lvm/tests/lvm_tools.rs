@@ -29,7 +29,10 @@ fn lvm_available() -> bool {
         return true;
     }
     let why = "the LVM tools are not installed (Debian: apt-get install lvm2)";
-    assert!(std::env::var_os("CI").is_none(), "{why}; CI must run these tests");
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{why}; CI must run these tests"
+    );
     eprintln!("skipped: {why}");
     false
 }
@@ -301,7 +304,10 @@ fn lvm_rejects_a_corrupted_label() {
 fn grub_finds_every_volume() {
     let Some(fstest) = find_tool("grub-fstest") else {
         let why = "grub-fstest is not installed (Debian: apt-get install grub-common)";
-        assert!(std::env::var_os("CI").is_none(), "{why}; CI must run this test");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{why}; CI must run this test"
+        );
         eprintln!("skipped: {why}");
         return;
     };

@@ -3,7 +3,9 @@
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand, ValueEnum};
-use icos_build::{BuildError, Env, GuestOsOptions, ProgressMode, StageStatus};
+use icos_build::{
+    BuildError, BuildReport, Env, GuestOsOptions, HostOsOptions, ProgressMode, StageStatus,
+};
 
 use crate::exit::{CmdResult, Failure};
 
@@ -18,6 +20,41 @@ pub enum BuildCmd {
     /// config, disk image, artifacts. Needs root (mmdebstrap --mode=root).
     #[command(disable_version_flag = true)]
     Guestos(GuestosArgs),
+    /// Build HostOS: DIR/hostos/{disk-img.tar.zst,update-img.tar.zst,SHA256SUMS,VERSION.TXT}.
+    ///
+    /// IC's HostOS GPT (esp, grub, hostlvm) with the hostlvm LVM volume
+    /// group written deterministically: config, A_boot, A_root (ext4 +
+    /// dm-verity) filled, B_* and A_var empty, guestos empty (SetupOS writes
+    /// GuestOS there at install). Carries QEMU, OVMF, icos-hostos-agent and
+    /// icos-guestos-vm. Needs root (mmdebstrap --mode=root).
+    #[command(disable_version_flag = true)]
+    Hostos(HostosArgs),
+}
+
+/// `icos build hostos` flags.
+#[derive(Debug, Args)]
+pub struct HostosArgs {
+    /// Output folder; artifacts go to DIR/hostos/.
+    #[arg(long, value_name = "DIR", default_value = "out")]
+    out: PathBuf,
+    /// Image version [default: `git rev-parse HEAD` of the source tree].
+    #[arg(long = "version", id = "image_version", value_name = "VERSION")]
+    version: Option<String>,
+    /// The icos source tree [default: the nearest parent of the working directory with images/guestos/packages.lock].
+    #[arg(long, value_name = "DIR")]
+    source: Option<PathBuf>,
+    /// Cache directory [default: $ICOS_CACHE, $XDG_CACHE_HOME/icos or ~/.cache/icos].
+    #[arg(long, value_name = "DIR")]
+    cache: Option<PathBuf>,
+    /// Never download: every package must be cached.
+    #[arg(long)]
+    offline: bool,
+    /// Download packages from this mirror instead of the lock's.
+    #[arg(long, value_name = "URL")]
+    mirror: Option<String>,
+    /// Print the build report as JSON on stdout.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Flavour of the image.
@@ -41,7 +78,7 @@ pub struct GuestosArgs {
     /// Image version [default: `git rev-parse HEAD` of the source tree].
     #[arg(long = "version", id = "image_version", value_name = "VERSION")]
     version: Option<String>,
-    /// Replica binary installed as /opt/ic/bin/replica [default: none; replica.service then does not start].
+    /// Replica binary installed as /opt/ic/bin/replica [default: icos-testnet-replica, built from the source tree].
     #[arg(long, value_name = "FILE")]
     replica: Option<PathBuf>,
     /// The icos source tree [default: the nearest parent of the working directory with images/guestos/packages.lock].
@@ -65,6 +102,7 @@ pub struct GuestosArgs {
 pub fn run(cmd: BuildCmd) -> CmdResult {
     match cmd {
         BuildCmd::Guestos(args) => guestos(args),
+        BuildCmd::Hostos(args) => hostos(args),
     }
 }
 
@@ -75,9 +113,9 @@ fn find_source(start: &Path) -> Option<PathBuf> {
         .map(Path::to_path_buf)
 }
 
-fn guestos(args: GuestosArgs) -> CmdResult {
-    let source = match args.source {
-        Some(s) => s,
+fn source_or_cwd(source: Option<PathBuf>) -> Result<PathBuf, Failure> {
+    match source {
+        Some(s) => Ok(s),
         None => {
             let cwd = std::env::current_dir().map_err(|e| {
                 Failure::Failed(anyhow::anyhow!("reading the working directory: {e}"))
@@ -87,9 +125,53 @@ fn guestos(args: GuestosArgs) -> CmdResult {
                     "{}: not inside the icos source tree (no images/guestos/packages.lock above it); pass --source",
                     cwd.display()
                 ))
-            })?
+            })
         }
-    };
+    }
+}
+
+fn hostos(args: HostosArgs) -> CmdResult {
+    let mut opts = HostOsOptions::new(source_or_cwd(args.source)?);
+    opts.out = args.out;
+    opts.version = args.version;
+    opts.cache = args.cache;
+    opts.offline = args.offline;
+    opts.mirror = args.mirror;
+    opts.progress = ProgressMode::Auto;
+    let report = icos_build::build_hostos(&opts).map_err(classify)?;
+    print_report("HostOS", "", &report, args.json)
+}
+
+/// Prints a build report: JSON, or a summary line, the root hash and the
+/// artifacts.
+fn print_report(what: &str, flavour: &str, report: &BuildReport, json: bool) -> CmdResult {
+    if json {
+        let text = serde_json::to_string_pretty(report)
+            .map_err(|e| Failure::Failed(anyhow::anyhow!("encoding the report: {e}")))?;
+        println!("{text}");
+        return Ok(());
+    }
+    let total: f64 = report.stages.iter().map(|s| s.seconds).sum();
+    let cached = report
+        .stages
+        .iter()
+        .filter(|s| s.status == StageStatus::Cached)
+        .count();
+    println!(
+        "{what} {}{flavour} in {}: {total:.1} s, {cached}/{} stages cached",
+        report.version,
+        report.dir.display(),
+        report.stages.len()
+    );
+    println!("root hash {}", report.root_hash);
+    for a in &report.artifacts {
+        println!("{:>14} bytes  {}  {}", a.size, a.sha256, a.name);
+    }
+    Ok(())
+}
+
+fn guestos(args: GuestosArgs) -> CmdResult {
+    let source = source_or_cwd(args.source)?;
     let mut opts = GuestOsOptions::new(source);
     opts.out = args.out;
     opts.env = match args.env {
@@ -103,30 +185,8 @@ fn guestos(args: GuestosArgs) -> CmdResult {
     opts.mirror = args.mirror;
     opts.progress = ProgressMode::Auto;
     let report = icos_build::build_guestos(&opts).map_err(classify)?;
-    if args.json {
-        let text = serde_json::to_string_pretty(&report)
-            .map_err(|e| Failure::Failed(anyhow::anyhow!("encoding the report: {e}")))?;
-        println!("{text}");
-        return Ok(());
-    }
-    let total: f64 = report.stages.iter().map(|s| s.seconds).sum();
-    let cached = report
-        .stages
-        .iter()
-        .filter(|s| s.status == StageStatus::Cached)
-        .count();
-    println!(
-        "GuestOS {} ({}) in {}: {total:.1} s, {cached}/{} stages cached",
-        report.version,
-        opts.env.as_str(),
-        report.dir.display(),
-        report.stages.len()
-    );
-    println!("root hash {}", report.root_hash);
-    for a in &report.artifacts {
-        println!("{:>14} bytes  {}  {}", a.size, a.sha256, a.name);
-    }
-    Ok(())
+    let flavour = format!(" ({})", opts.env.as_str());
+    print_report("GuestOS", &flavour, &report, args.json)
 }
 
 fn classify(e: BuildError) -> Failure {

@@ -13,6 +13,8 @@ pub mod node;
 pub mod packages;
 pub mod repro;
 pub mod run;
+pub mod setupos;
+pub mod slots;
 
 /// Every top-level subcommand.
 #[derive(Debug, Subcommand)]
@@ -41,6 +43,12 @@ pub enum Command {
     /// Boot a built image in QEMU and wait for its boot marker.
     #[command(subcommand)]
     Run(run::RunCmd),
+    /// The A/B slots of a GuestOS disk: show, install an upgrade image, confirm.
+    #[command(subcommand)]
+    Slots(slots::SlotsCmd),
+    /// SetupOS: inject a node provider's inputs into an image; run the installer's checks.
+    #[command(subcommand)]
+    Setupos(setupos::SetuposCmd),
     /// Rebuild and compare: prove a build is bit-for-bit reproducible.
     ReproCheck(repro::ReproCheckArgs),
 }
@@ -56,6 +64,8 @@ pub fn run(command: Command) -> CmdResult {
         Command::Packages(c) => packages::run(c),
         Command::Build(c) => build::run(c),
         Command::Run(c) => run::run(c),
+        Command::Slots(c) => slots::run(c),
+        Command::Setupos(c) => setupos::run(c),
         Command::ReproCheck(a) => repro::run(a),
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! `icos run guestos` never touches the artifact: a `disk-img.tar.zst` is
 //! extracted (holes preserved) into a private work folder, and a raw disk
-//! is booted through a qcow2 overlay that takes every write. The work
+//! is booted through a qcow2 overlay that takes every write (or, with
+//! `--in-place`, the raw disk itself, which then keeps them). The work
 //! folder also holds the CONFIG media, OVMF's variable store and the
 //! serial log; it is removed at the end unless `--keep` is given.
 //!
@@ -65,9 +66,14 @@ pub enum AccelArg {
 #[derive(Debug, Args)]
 pub struct GuestosArgs {
     /// The image: a disk-img.tar.zst as built, or a raw disk.img. It is
-    /// never modified.
+    /// never modified, unless --in-place is given.
     #[arg(long, value_name = "FILE", default_value = DEFAULT_GUESTOS_IMAGE)]
     image: PathBuf,
+    /// Boot a raw disk itself instead of a throwaway overlay over it: the
+    /// guest's writes (GRUB's grubenv updates among them) stay on the disk,
+    /// so successive runs follow the A/B boot cycle.
+    #[arg(long)]
+    in_place: bool,
     /// The GuestOS config (JSON) to put on the CONFIG media [default: a
     /// built-in testnet dev config, derived the way HostOS derives it].
     #[arg(long, value_name = "FILE")]
@@ -278,7 +284,12 @@ fn check_gpt(disk: &Path, shown: &Path) -> CmdResult {
 
 /// Makes the disk QEMU boots: extracted from an archive, or a qcow2
 /// overlay over a raw disk.
-fn prepare_disk(image: &Path, kind: ImageKind, work: &Path) -> CmdResult<(PathBuf, DiskFormat)> {
+fn prepare_disk(
+    image: &Path,
+    kind: ImageKind,
+    in_place: bool,
+    work: &Path,
+) -> CmdResult<(PathBuf, DiskFormat)> {
     match kind {
         ImageKind::Archive => {
             let started = Instant::now();
@@ -319,6 +330,9 @@ fn prepare_disk(image: &Path, kind: ImageKind, work: &Path) -> CmdResult<(PathBu
             let base = std::path::absolute(image)
                 .with_context(|| format!("resolving {}", image.display()))
                 .failed()?;
+            if in_place {
+                return Ok((base, DiskFormat::Raw));
+            }
             let overlay = work.join("disk.qcow2");
             let output = Command::new("qemu-img")
                 .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
@@ -440,6 +454,12 @@ fn last(lines: &[String], n: usize) -> Vec<String> {
 fn run_guestos(args: &GuestosArgs) -> CmdResult {
     // Check every input before anything is made.
     let kind = image_kind(&args.image)?;
+    if args.in_place && kind != ImageKind::Raw {
+        return Err(Failure::BadInput(anyhow!(
+            "image {}: --in-place needs a raw disk, not an archive (extract disk.img first)",
+            args.image.display()
+        )));
+    }
     let config = guestos_config(args.config.as_deref())?;
     let (extras, skipped) = Extras::load(&ExtraPaths {
         node_operator_private_key: args.node_operator_key.clone(),
@@ -457,7 +477,7 @@ fn run_guestos(args: &GuestosArgs) -> CmdResult {
 
     let parent = args.work_dir.clone().unwrap_or_else(default_work_parent);
     let work = WorkDir::create(&parent, "icos-run", args.keep).failed()?;
-    let (disk, format) = prepare_disk(&args.image, kind, work.path())?;
+    let (disk, format) = prepare_disk(&args.image, kind, args.in_place, work.path())?;
 
     let media = work.path().join("config.img");
     let summary = build_media(&config, &extras, &media).failed()?;

@@ -1,0 +1,1022 @@
+//! The HostOS build pipeline: `icos build hostos`.
+//!
+//! | # | stage | what |
+//! |---|-------|------|
+//! | 1 | fetch packages | every `.deb` of `images/hostos/packages.lock` and `images/build/packages.lock` |
+//! | 2 | build our binaries | `icos`, `icos-hostos-agent` and `icos-guestos-vm` (`cargo build --release --locked`, paths remapped) |
+//! | 3 | local apt repository | only when stage 4 runs |
+//! | 4 | root file system | mmdebstrap of the HostOS lock (same arguments as GuestOS) |
+//! | 5 | customise | GuestOS's rules, but keeping the hypervisor's kernel modules ([`HOSTOS_EXTRA_MODULES`]); `images/hostos/rootfs/`, `/opt/ic/bin/*`, `/opt/ic/share/version.txt`, mount point `/boot/config` |
+//! | 6 | initramfs | GuestOS's (busybox, `veritysetup`, `blkid`, modules) plus `dmsetup`, with `images/hostos/initramfs/init` |
+//! | 7 | A_root | ext4 + dm-verity exactly as GuestOS (the LV is 10 GiB, like GuestOS's A_root) |
+//! | 8 | A_boot | ext4: `vmlinuz`, `initrd.img`, `boot_args` ([`hostos_boot_args`]), `version.txt` |
+//! | 9 | esp | GRUB EFI from the locked GRUB packages with `images/hostos/grub/grub-early.cfg` and the `lvm` module |
+//! | 10 | grub | `grub.cfg` + grubenv (`boot_alternative=A`, `boot_cycle=stable`) |
+//! | 11 | config | empty ext4 for the `config` LV |
+//! | 12 | disk | IC's HostOS GPT; the `hostlvm` PV with the VG written by [`icos_lvm`]; `config`, `A_boot`, `A_root` at their extents; `B_*`, `A_var` and `guestos` empty |
+//! | 13 | artifacts | `disk-img.tar.zst`, `update-img.tar.zst` (`boot.img`, `root.img`, `VERSION.TXT`), `SHA256SUMS`, `VERSION.TXT` |
+//!
+//! The root volume is found without LVM's userland in the initramfs: the
+//! boot arguments carry the hostlvm partition's PARTUUID and the root LV's
+//! place on the PV (`icos.root_lv=NAME:DM_UUID:START:SECTORS`), computed from
+//! the same [`VolumeGroupSpec`] that writes the LVM metadata, and `/init`
+//! creates the linear device-mapper table with `dmsetup create` under LVM's
+//! own name and UUID for the volume.
+//!
+//! The `guestos` LV stays empty in the published image: SetupOS writes
+//! GuestOS there at install time, as IC does.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use icos_imagefs::{Ext4Source, Ext4Spec, Tools, VfatSpec};
+use icos_layout::{OsKind, Slot};
+use icos_lvm::VolumeGroupSpec;
+use icos_packages::{Cache, FetchOptions, Lock, Progress};
+use uuid::{Uuid, uuid};
+
+use crate::boot;
+use crate::cache::{KeyBuilder, StageCache, sha256_file};
+use crate::error::{BuildError, Result};
+use crate::guestos::{
+    Artifact, BuildReport, Cleanup, DEFAULT_EPOCH, DISK_IMG, HASH_SEED, ROOT_FS_SIZE, SHA256SUMS,
+    UPDATE_IMG, VERITY_HASH_OFFSET, VERITY_SALT, VERITY_UUID, VERSION_TXT, allocated_bytes, copy,
+    file_len, git_head, input, make_root, mmdebstrap_args_template, publish, read_text,
+    run_mmdebstrap, set_mode, status, write, write_artifacts,
+};
+use crate::initramfs;
+use crate::progress::{ProgressMode, StageStatus, Stages, mib};
+use crate::rootfs::{self, Kind, Node, Rule, Tree};
+use crate::tools::{self, CARGO, DPKG_DEB, MMDEBSTRAP};
+
+/// File system UUID of the HostOS A_boot / B_boot volumes.
+pub const HOSTOS_BOOT_FS_UUID: Uuid = uuid!("6a5c1b1e-0000-4000-8000-000000000012");
+/// File system UUID of the HostOS config volume.
+pub const HOSTOS_CONFIG_FS_UUID: Uuid = uuid!("6a5c1b1e-0000-4000-8000-000000000013");
+/// Volume id of the HostOS EFI system partition.
+pub const HOSTOS_ESP_VOLUME_ID: u32 = 0x0b00_70f5;
+/// Volume id of the HostOS grub partition.
+pub const HOSTOS_GRUB_VOLUME_ID: u32 = 0x0b00_70f6;
+
+/// Kernel modules HostOS keeps on top of GuestOS's
+/// [`rootfs::KEEP_MODULES`] (prefixes under `lib/modules/<version>/kernel/`):
+/// KVM (with `irqbypass`, and `ccp`, which `kvm_amd` needs for SEV), vhost
+/// (vsock, net), tap devices, the bridge, NVMe and AHCI disks.
+pub const HOSTOS_EXTRA_MODULES: &[&str] = &[
+    "arch/x86/kvm/",
+    "virt/lib/",
+    "drivers/crypto/ccp/",
+    "drivers/vhost/",
+    "drivers/net/tun.ko",
+    "drivers/net/tap.ko",
+    "drivers/net/macvlan.ko",
+    "drivers/net/macvtap.ko",
+    "net/bridge/",
+    "net/802/",
+    "net/llc/",
+    "drivers/nvme/",
+    "drivers/ata/",
+    "drivers/scsi/",
+];
+
+/// Programs copied into the HostOS initramfs besides GuestOS's.
+pub const HOSTOS_INITRAMFS_PROGRAMS: &[&str] = &["usr/sbin/dmsetup"];
+
+/// Bumped whenever the customisation code changes what it writes.
+const CUSTOMISE_VERSION: &str = "1";
+const STAGES: usize = 13;
+
+/// Our programs in the image: (cargo package, binary, path in the image).
+const HOSTOS_BINARIES: [(&str, &str, &str); 3] = [
+    ("icos", "icos", "opt/ic/bin/icos"),
+    (
+        "icos-hostos-agent",
+        "icos-hostos-agent",
+        "opt/ic/bin/icos-hostos-agent",
+    ),
+    (
+        "icos-guestos-vm-bin",
+        "icos-guestos-vm",
+        "opt/ic/bin/icos-guestos-vm",
+    ),
+];
+
+/// Our built programs: (path in the image, built binary).
+type Installed = Vec<(&'static str, PathBuf)>;
+
+/// What to build and where.
+#[derive(Debug, Clone)]
+pub struct HostOsOptions {
+    /// The source tree (the workspace root with `images/`).
+    pub source: PathBuf,
+    /// The output folder; artifacts go to `<out>/hostos/`.
+    pub out: PathBuf,
+    /// The version; `None`: `git rev-parse HEAD` of the source tree.
+    pub version: Option<String>,
+    /// The cache root; `None`: [`Cache::default_location`].
+    pub cache: Option<PathBuf>,
+    /// Use only cached packages.
+    pub offline: bool,
+    /// A mirror instead of the lock's.
+    pub mirror: Option<String>,
+    /// The epoch of every timestamp.
+    pub epoch: u64,
+    /// How to show progress.
+    pub progress: ProgressMode,
+}
+
+impl HostOsOptions {
+    /// Defaults: `out/`, version from git, default cache.
+    pub fn new(source: impl Into<PathBuf>) -> HostOsOptions {
+        HostOsOptions {
+            source: source.into(),
+            out: PathBuf::from("out"),
+            version: None,
+            cache: None,
+            offline: false,
+            mirror: None,
+            epoch: DEFAULT_EPOCH,
+            progress: ProgressMode::Auto,
+        }
+    }
+}
+
+/// The rule for a path of mmdebstrap's HostOS archive: GuestOS's
+/// [`rootfs::classify`], except that the modules of
+/// [`HOSTOS_EXTRA_MODULES`] stay.
+pub fn classify_hostos(path: &str, is_dir: bool) -> Rule {
+    if let Some(rest) = module_path(path)
+        && HOSTOS_EXTRA_MODULES.iter().any(|k| rest.starts_with(k))
+    {
+        return Rule::Keep;
+    }
+    rootfs::classify(path, is_dir)
+}
+
+/// For `[usr/]lib/modules/<version>/kernel/<rest>`, the `<rest>`.
+fn module_path(path: &str) -> Option<&str> {
+    let p = path.strip_prefix("usr/").unwrap_or(path);
+    let p = p.strip_prefix("lib/modules/")?;
+    let (_version, rest) = p.split_once('/')?;
+    rest.strip_prefix("kernel/")
+}
+
+/// The device-mapper UUID LVM gives an active LV: `LVM-` and the VG and LV
+/// UUIDs without hyphens.
+pub fn lvm_dm_uuid(vg_uuid: &str, lv_uuid: &str) -> String {
+    let strip = |s: &str| s.chars().filter(|&c| c != '-').collect::<String>();
+    format!("LVM-{}{}", strip(vg_uuid), strip(lv_uuid))
+}
+
+/// The `boot_args` file of HostOS: `BOOT_ARGS_A` and `BOOT_ARGS_B`, each
+/// naming the hostlvm partition, its slot's root LV (device-mapper name,
+/// UUID, start sector on the PV, length in sectors) and `dfinity.system=`.
+pub fn hostos_boot_args(
+    pv_partuuid: Uuid,
+    vg: &VolumeGroupSpec,
+    root_hash: &str,
+) -> std::result::Result<String, String> {
+    if root_hash.len() != 64
+        || !root_hash
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return Err(format!(
+            "root hash must be 64 lowercase hex digits, got '{root_hash}'"
+        ));
+    }
+    let mut out = String::from(
+        "# HostOS kernel command lines, one per slot; grub.cfg picks the booted slot's.\n",
+    );
+    for slot in [Slot::A, Slot::B] {
+        let [_, root, _] = slot.names();
+        let lv = vg
+            .volume(root)
+            .ok_or_else(|| format!("volume group {} has no volume {root}", vg.vg_name))?;
+        let (offset, size) = vg
+            .volume_byte_range(root)
+            .ok_or_else(|| format!("volume group {} has no volume {root}", vg.vg_name))?;
+        let line = format!(
+            "icos.hostlvm=PARTUUID={} icos.root_lv={}-{root}:{}:{}:{} console=ttyS0 quiet \
+             panic=-1 ro dfinity.system={slot} root_hash={root_hash}",
+            pv_partuuid.hyphenated(),
+            vg.vg_name,
+            lvm_dm_uuid(vg.vg_uuid.as_str(), lv.uuid.as_str()),
+            offset / icos_lvm::SECTOR_SIZE,
+            size / icos_lvm::SECTOR_SIZE,
+        );
+        let var = match slot {
+            Slot::A => boot::boot_args_var(icos_grubenv::Slot::A),
+            Slot::B => boot::boot_args_var(icos_grubenv::Slot::B),
+        };
+        out.push_str(&format!("set {var}=\"{line}\"\n"));
+    }
+    Ok(out)
+}
+
+/// Builds HostOS (see the module docs).
+pub fn build_hostos(opts: &HostOsOptions) -> Result<BuildReport> {
+    let src = fs::canonicalize(&opts.source).map_err(BuildError::io("reading", &opts.source))?;
+    let images = src.join("images");
+    let host_dir = images.join("hostos");
+    let lock_path = input(&host_dir.join("packages.lock"))?;
+    let build_lock_path = input(&images.join("build/packages.lock"))?;
+    let grub_cfg = input(&host_dir.join("grub/grub.cfg"))?;
+    let grub_early = input(&host_dir.join("grub/grub-early.cfg"))?;
+    let grub_modules = input(&host_dir.join("grub/modules.list"))?;
+    let init_script = input(&host_dir.join("initramfs/init"))?;
+    let overlay = input(&host_dir.join("rootfs"))?;
+
+    let lock = Lock::load(&lock_path)?;
+    let build_lock = Lock::load(&build_lock_path)?;
+    let grub_debs: Vec<_> = ["grub-common", "grub-efi-amd64-bin"]
+        .iter()
+        .map(|name| {
+            build_lock
+                .package(name)
+                .cloned()
+                .ok_or_else(|| BuildError::NotLocked {
+                    lock: build_lock_path.clone(),
+                    package: (*name).to_owned(),
+                })
+        })
+        .collect::<Result<_>>()?;
+    for needed in [
+        "busybox-static",
+        "cryptsetup-bin",
+        "dmsetup",
+        "linux-image-amd64",
+        "lvm2",
+        "ovmf",
+        "qemu-system-x86",
+        "systemd",
+    ] {
+        if lock.package(needed).is_none() {
+            return Err(BuildError::NotLocked {
+                lock: lock_path.clone(),
+                package: needed.to_owned(),
+            });
+        }
+    }
+
+    let fs_tools = Tools::discover()?;
+    let mmdebstrap = tools::find(MMDEBSTRAP)?;
+    let dpkg_deb = tools::find(DPKG_DEB)?;
+    tools::find(tools::APT_FTPARCHIVE)?;
+    let cargo = std::env::var_os("CARGO")
+        .map(PathBuf::from)
+        .filter(|p| p.is_file())
+        .map_or_else(|| tools::find(CARGO), Ok)?;
+
+    let version = match &opts.version {
+        Some(v) => v.clone(),
+        None => git_head(&src)?,
+    };
+    if version.is_empty() || version.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(BuildError::Input {
+            path: PathBuf::from("--version"),
+            message: format!("'{version}' must be one word"),
+        });
+    }
+
+    let layout = OsKind::HostOs.layout();
+    let vg = VolumeGroupSpec::ic_hostos();
+    vg.validate().map_err(|e| BuildError::Input {
+        path: PathBuf::from("icos_lvm::ic_hostos"),
+        message: e.to_string(),
+    })?;
+    let layout_err = |message: String| BuildError::Input {
+        path: PathBuf::from("icos_layout::hostos"),
+        message,
+    };
+    let part = |name: &str| {
+        layout
+            .partition(name)
+            .cloned()
+            .ok_or_else(|| layout_err(format!("no partition {name}")))
+    };
+    let lv_size = |name: &str| {
+        layout
+            .volume_byte_range(name)
+            .map(|(_, size)| size)
+            .ok_or_else(|| layout_err(format!("no volume {name}")))
+    };
+    let esp_part = part("esp")?;
+    let grub_part = part("grub")?;
+    let pv_part = part("hostlvm")?;
+    let a_root_size = lv_size("A_root")?;
+    let a_boot_size = lv_size("A_boot")?;
+    let config_size = lv_size("config")?;
+    if pv_part.size_bytes() < vg.pv_size {
+        return Err(layout_err(format!(
+            "partition hostlvm ({} bytes) is smaller than the PV ({} bytes)",
+            pv_part.size_bytes(),
+            vg.pv_size
+        )));
+    }
+
+    let cache = match &opts.cache {
+        Some(c) => Cache::new(c),
+        None => Cache::default_location()?,
+    };
+    let sc = StageCache::new(cache.root().join("build"));
+
+    fs::create_dir_all(&opts.out).map_err(BuildError::io("creating", &opts.out))?;
+    let out = fs::canonicalize(&opts.out).map_err(BuildError::io("reading", &opts.out))?;
+    let final_dir = out.join("hostos");
+    let pid = std::process::id();
+    let tmp_out = out.join(format!(".hostos.tmp-{pid}"));
+    let work = out.join(format!(".hostos.work-{pid}"));
+    let _cleanup = Cleanup(vec![tmp_out.clone(), work.clone()]);
+    for d in [&tmp_out, &work] {
+        if d.exists() {
+            fs::remove_dir_all(d).map_err(BuildError::io("removing", d))?;
+        }
+        fs::create_dir_all(d).map_err(BuildError::io("creating", d))?;
+    }
+
+    let mut st = Stages::new(opts.progress, STAGES);
+    let epoch = opts.epoch;
+
+    // 1. Packages.
+    st.run("fetch packages", || {
+        let fo = FetchOptions {
+            mirror: opts.mirror.clone(),
+            offline: opts.offline,
+            progress: Progress::Quiet,
+            ..FetchOptions::default()
+        };
+        let a = icos_packages::fetch(&lock, &cache, &fo)?;
+        let b = icos_packages::fetch(&build_lock, &cache, &fo)?;
+        let downloaded = a.downloaded + b.downloaded;
+        Ok((
+            (),
+            status(downloaded == 0),
+            format!(
+                "{} packages verified, {downloaded} downloaded",
+                a.packages + b.packages
+            ),
+        ))
+    })?;
+
+    // 2. Our binaries.
+    let installed = st.run("build our binaries (cargo --release --locked)", || {
+        build_hostos_binaries(&cargo, &src, &work)
+    })?;
+
+    // 3 + 4. Raw root file system.
+    let mmdebstrap_version = tools::version_line(&mmdebstrap, &["--version"]);
+    let lock_bytes = fs::read(&lock_path).map_err(BuildError::io("reading", &lock_path))?;
+    let include = lock.requested.join(",");
+    let raw_key = KeyBuilder::new("hostos-rootfs-raw")
+        .bytes("lock", &lock_bytes)
+        .str("mmdebstrap", &mmdebstrap_version)
+        .str("args", &mmdebstrap_args_template(&include))
+        .str("epoch", &epoch.to_string())
+        .finish();
+    let raw_cached = sc.entry("hostos-rootfs-raw", &raw_key).is_dir();
+    let repo = work.join("repo");
+    st.run("local apt repository", || {
+        if raw_cached {
+            return Ok(((), StageStatus::Cached, "not needed".into()));
+        }
+        let r = icos_packages::write_repo(&lock, &cache, &repo)?;
+        Ok(((), StageStatus::Built, format!("{} packages", r.packages)))
+    })?;
+    let raw_dir = st.run("root file system (mmdebstrap)", || {
+        let (dir, cached) = sc.get_or_make("hostos-rootfs-raw", &raw_key, |tmp| {
+            run_mmdebstrap(
+                &mmdebstrap,
+                &lock,
+                &repo,
+                &tmp.join("rootfs.tar"),
+                &work,
+                epoch,
+            )
+        })?;
+        let size = file_len(&dir.join("rootfs.tar"))?;
+        Ok((dir, status(cached), format!("{} tar", mib(size))))
+    })?;
+
+    // 5. Customisation.
+    let custom_key = {
+        let mut k = KeyBuilder::new("hostos-rootfs-custom")
+            .str("version", CUSTOMISE_VERSION)
+            .key("raw", &raw_key)
+            .str("extra-modules", &HOSTOS_EXTRA_MODULES.join(" "))
+            .dir("overlay", &overlay)?
+            .str("image-version", &version)
+            .str("epoch", &epoch.to_string());
+        for (path, bin) in &installed {
+            k = k.str(path, &sha256_file(bin)?);
+        }
+        k.finish()
+    };
+    let custom_dir = st.run("customise root file system", || {
+        let (dir, cached) = sc.get_or_make("hostos-rootfs-custom", &custom_key, |tmp| {
+            customise_hostos(
+                &raw_dir.join("rootfs.tar"),
+                tmp,
+                &overlay,
+                &installed,
+                &version,
+                epoch,
+            )
+        })?;
+        let size = file_len(&dir.join("rootfs.tar"))?;
+        Ok((dir, status(cached), format!("{} tar", mib(size))))
+    })?;
+    let kernel_version = read_text(&custom_dir.join("kernel-version"))?;
+
+    // 6. Initramfs.
+    let initrd_key = KeyBuilder::new("hostos-initramfs")
+        .str("format", "1")
+        .key("custom", &custom_key)
+        .file("init", &init_script)?
+        .str("modules", &initramfs::MODULES.join(" "))
+        .str("applets", &initramfs::APPLETS.join(" "))
+        .str("programs", &initramfs::PROGRAMS.join(" "))
+        .str("hostos-programs", &HOSTOS_INITRAMFS_PROGRAMS.join(" "))
+        .str("hash-offset", &VERITY_HASH_OFFSET.to_string())
+        .finish();
+    let initrd_dir = st.run("initramfs", || {
+        let (dir, cached) = sc.get_or_make("hostos-initramfs", &initrd_key, |tmp| {
+            make_hostos_initramfs(&custom_dir, &kernel_version, &init_script, tmp)
+        })?;
+        let size = file_len(&dir.join("initrd.img"))?;
+        Ok((dir, status(cached), mib(size)))
+    })?;
+
+    // 7. A_root.
+    let root_key = KeyBuilder::new("hostos-a-root")
+        .key("custom", &custom_key)
+        .str("e2fsprogs", &fs_tools.e2fsprogs_version.to_string())
+        .str("veritysetup", &fs_tools.veritysetup_version.to_string())
+        .str("fs-size", &ROOT_FS_SIZE.to_string())
+        .str("part-size", &a_root_size.to_string())
+        .str("hash-offset", &VERITY_HASH_OFFSET.to_string())
+        .str("salt", VERITY_SALT)
+        .str("uuid", &format!("{VERITY_UUID}/{HASH_SEED}"))
+        .str("epoch", &epoch.to_string())
+        .finish();
+    let root_dir = st.run("A_root (ext4 + dm-verity)", || {
+        let (dir, cached) = sc.get_or_make("hostos-a-root", &root_key, |tmp| {
+            make_root(
+                &fs_tools,
+                &custom_dir.join("rootfs.tar"),
+                a_root_size,
+                epoch,
+                tmp,
+            )
+        })?;
+        let hash = read_text(&dir.join("root_hash"))?;
+        Ok((
+            dir,
+            status(cached),
+            format!("root hash {}", &hash[..16.min(hash.len())]),
+        ))
+    })?;
+    let root_hash = read_text(&root_dir.join("root_hash"))?;
+
+    // 8. A_boot.
+    let boot_args =
+        hostos_boot_args(pv_part.uuid, &vg, &root_hash).map_err(|message| BuildError::Input {
+            path: root_dir.join("root_hash"),
+            message,
+        })?;
+    let boot_key = KeyBuilder::new("hostos-a-boot")
+        .str("format", "1")
+        .key("custom", &custom_key)
+        .key("initramfs", &initrd_key)
+        .str("boot-args", &boot_args)
+        .str("version", &version)
+        .str("e2fsprogs", &fs_tools.e2fsprogs_version.to_string())
+        .str("size", &a_boot_size.to_string())
+        .str("epoch", &epoch.to_string())
+        .finish();
+    let boot_dir = st.run("A_boot (ext4)", || {
+        let (dir, cached) = sc.get_or_make("hostos-a-boot", &boot_key, |tmp| {
+            let tree = work.join("boot-tree");
+            fs::create_dir_all(&tree).map_err(BuildError::io("creating", &tree))?;
+            copy(&custom_dir.join("vmlinuz"), &tree.join("vmlinuz"))?;
+            copy(&initrd_dir.join("initrd.img"), &tree.join("initrd.img"))?;
+            write(&tree.join("boot_args"), boot_args.as_bytes())?;
+            write(&tree.join("version.txt"), format!("{version}\n").as_bytes())?;
+            set_mode(&tree, 0o755)?;
+            for f in ["vmlinuz", "initrd.img", "boot_args", "version.txt"] {
+                set_mode(&tree.join(f), 0o644)?;
+            }
+            let spec = Ext4Spec {
+                size_bytes: a_boot_size,
+                label: "boot".into(),
+                uuid: HOSTOS_BOOT_FS_UUID,
+                hash_seed: HASH_SEED,
+                epoch,
+            };
+            icos_imagefs::make_ext4(
+                &fs_tools,
+                &spec,
+                Ext4Source::DirRootOwned(&tree),
+                &tmp.join("boot.img"),
+            )
+            .map_err(BuildError::imagefs("making A_boot"))
+        })?;
+        Ok((dir, status(cached), String::new()))
+    })?;
+
+    // 9. ESP.
+    let mods_text = read_text(&grub_modules)?;
+    let modules = boot::parse_module_list(&mods_text);
+    let esp_key = {
+        let mut k = KeyBuilder::new("hostos-esp")
+            .file("early", &grub_early)?
+            .str("modules", &modules.join(" "))
+            .str("mtools", &fs_tools.mtools_version.to_string())
+            .str("size", &esp_part.size_bytes().to_string())
+            .str("epoch", &epoch.to_string());
+        for d in &grub_debs {
+            k = k.str("deb", &d.sha256.to_string());
+        }
+        k.finish()
+    };
+    let esp_dir = st.run("esp (GRUB EFI)", || {
+        let (dir, cached) = sc.get_or_make("hostos-esp", &esp_key, |tmp| {
+            let root = work.join("grub-debs");
+            for d in &grub_debs {
+                tools::run(
+                    Command::new(&dpkg_deb)
+                        .arg("-x")
+                        .arg(cache.path_of(&d.sha256))
+                        .arg(&root),
+                )?;
+            }
+            let efi = work.join("BOOTX64.EFI");
+            tools::run(
+                Command::new(root.join("usr/bin/grub-mkimage"))
+                    .arg("-d")
+                    .arg(root.join("usr/lib/grub/x86_64-efi"))
+                    .args(["-O", "x86_64-efi", "-p", "(hd0,gpt2)", "-c"])
+                    .arg(&grub_early)
+                    .arg("-o")
+                    .arg(&efi)
+                    .args(&modules)
+                    .env("SOURCE_DATE_EPOCH", epoch.to_string()),
+            )?;
+            let spec = VfatSpec {
+                size_bytes: esp_part.size_bytes(),
+                label: "ESP".into(),
+                volume_id: HOSTOS_ESP_VOLUME_ID,
+                epoch,
+            };
+            icos_imagefs::make_vfat(
+                &fs_tools,
+                &spec,
+                &[("EFI/BOOT/BOOTX64.EFI".to_owned(), efi)],
+                &tmp.join("esp.img"),
+            )
+            .map_err(BuildError::imagefs("making the ESP"))
+        })?;
+        Ok((dir, status(cached), String::new()))
+    })?;
+
+    // 10. grub partition.
+    let grubenv = boot::initial_grubenv().map_err(BuildError::Grubenv)?;
+    let grub_key = KeyBuilder::new("hostos-grub")
+        .file("grub.cfg", &grub_cfg)?
+        .bytes("grubenv", &grubenv)
+        .str("mtools", &fs_tools.mtools_version.to_string())
+        .str("size", &grub_part.size_bytes().to_string())
+        .str("epoch", &epoch.to_string())
+        .finish();
+    let grub_dir = st.run("grub (grub.cfg + grubenv)", || {
+        let (dir, cached) = sc.get_or_make("hostos-grub", &grub_key, |tmp| {
+            let env_file = work.join("grubenv");
+            write(&env_file, &grubenv)?;
+            let spec = VfatSpec {
+                size_bytes: grub_part.size_bytes(),
+                label: "GRUB".into(),
+                volume_id: HOSTOS_GRUB_VOLUME_ID,
+                epoch,
+            };
+            icos_imagefs::make_vfat(
+                &fs_tools,
+                &spec,
+                &[
+                    ("grub.cfg".to_owned(), grub_cfg.clone()),
+                    ("grubenv".to_owned(), env_file),
+                ],
+                &tmp.join("grub.img"),
+            )
+            .map_err(BuildError::imagefs("making the grub partition"))
+        })?;
+        Ok((dir, status(cached), String::new()))
+    })?;
+
+    // 11. config volume.
+    let config_key = KeyBuilder::new("hostos-config")
+        .str("e2fsprogs", &fs_tools.e2fsprogs_version.to_string())
+        .str("size", &config_size.to_string())
+        .str("uuid", &HOSTOS_CONFIG_FS_UUID.to_string())
+        .str("epoch", &epoch.to_string())
+        .finish();
+    let config_dir = st.run("config volume (ext4, empty)", || {
+        let (dir, cached) = sc.get_or_make("hostos-config", &config_key, |tmp| {
+            let spec = Ext4Spec {
+                size_bytes: config_size,
+                label: "CONFIG".into(),
+                uuid: HOSTOS_CONFIG_FS_UUID,
+                hash_seed: HASH_SEED,
+                epoch,
+            };
+            icos_imagefs::make_ext4(&fs_tools, &spec, Ext4Source::Empty, &tmp.join("config.img"))
+                .map_err(BuildError::imagefs("making the config volume"))
+        })?;
+        Ok((dir, status(cached), String::new()))
+    })?;
+
+    // 12 + 13. Disk and artifacts.
+    let pv_header = icos_lvm::header_region(&vg).map_err(|e| BuildError::Input {
+        path: PathBuf::from("icos_lvm::ic_hostos"),
+        message: e.to_string(),
+    })?;
+    let artifacts_key = KeyBuilder::new("hostos-artifacts")
+        .key("esp", &esp_key)
+        .key("grub", &grub_key)
+        .key("config", &config_key)
+        .key("a-boot", &boot_key)
+        .key("a-root", &root_key)
+        .bytes("pv-header", &pv_header)
+        .str("version", &version)
+        .str("layout", &format!("{layout:?}"))
+        .finish();
+    let artifacts_cached = sc.entry("hostos-artifacts", &artifacts_key).is_dir();
+    let disk = work.join("disk.img");
+    st.run("disk image (GPT + hostlvm, sparse)", || {
+        if artifacts_cached {
+            return Ok(((), StageStatus::Cached, String::new()));
+        }
+        let header_img = work.join("hostlvm-header.img");
+        write(&header_img, &pv_header)?;
+        let images: Vec<(&str, PathBuf)> = vec![
+            ("esp", esp_dir.join("esp.img")),
+            ("grub", grub_dir.join("grub.img")),
+            ("hostlvm", header_img),
+            ("config", config_dir.join("config.img")),
+            ("A_boot", boot_dir.join("boot.img")),
+            ("A_root", root_dir.join("root.img")),
+        ];
+        let refs: Vec<(&str, &Path)> = images.iter().map(|(n, p)| (*n, p.as_path())).collect();
+        icos_imagefs::assemble_disk(&layout, &refs, &disk)
+            .map_err(BuildError::imagefs("assembling the disk"))?;
+        let allocated = allocated_bytes(&disk)?;
+        Ok((
+            (),
+            StageStatus::Built,
+            format!("{} allocated", mib(allocated)),
+        ))
+    })?;
+    let art_dir = st.run("artifacts (sparse tar + zstd)", || {
+        let (dir, cached) = sc.get_or_make("hostos-artifacts", &artifacts_key, |tmp| {
+            write_artifacts(
+                tmp,
+                &disk,
+                &boot_dir.join("boot.img"),
+                &root_dir.join("root.img"),
+                &version,
+                &work,
+            )
+        })?;
+        let note = format!(
+            "disk {}, update {}",
+            mib(file_len(&dir.join(DISK_IMG))?),
+            mib(file_len(&dir.join(UPDATE_IMG))?)
+        );
+        Ok((dir, status(cached), note))
+    })?;
+
+    let mut artifacts = Vec::new();
+    for name in [VERSION_TXT, DISK_IMG, SHA256SUMS, UPDATE_IMG] {
+        let from = art_dir.join(name);
+        let to = tmp_out.join(name);
+        if fs::hard_link(&from, &to).is_err() {
+            copy(&from, &to)?;
+        }
+        artifacts.push(Artifact {
+            name: name.to_owned(),
+            size: file_len(&to)?,
+            sha256: sha256_file(&to)?,
+        });
+    }
+    let sums = read_text(&tmp_out.join(SHA256SUMS))?;
+    for a in artifacts.iter().filter(|a| a.name != SHA256SUMS) {
+        if !sums.contains(&format!("{}  {}", a.sha256, a.name)) {
+            return Err(BuildError::Rootfs(format!(
+                "cached artifact {} does not match its SHA256SUMS; remove {}",
+                a.name,
+                art_dir.display()
+            )));
+        }
+    }
+    publish(&tmp_out, &final_dir)?;
+
+    for (stage, key, keep) in [
+        ("hostos-rootfs-raw", &raw_key, 2),
+        ("hostos-rootfs-custom", &custom_key, 2),
+        ("hostos-initramfs", &initrd_key, 2),
+        ("hostos-a-root", &root_key, 2),
+        ("hostos-a-boot", &boot_key, 2),
+        ("hostos-esp", &esp_key, 2),
+        ("hostos-grub", &grub_key, 2),
+        ("hostos-config", &config_key, 2),
+        ("hostos-artifacts", &artifacts_key, 2),
+    ] {
+        sc.prune(stage, key, keep)?;
+    }
+
+    Ok(BuildReport {
+        dir: final_dir,
+        version,
+        root_hash,
+        artifacts,
+        stages: st.timings().to_vec(),
+    })
+}
+
+/// Builds our HostOS programs with `cargo build --release --locked` into
+/// `target/image` (paths remapped as for GuestOS). Returns (path in the
+/// image, built binary).
+fn build_hostos_binaries(
+    cargo: &Path,
+    src: &Path,
+    work: &Path,
+) -> Result<(Installed, StageStatus, String)> {
+    let target = src.join("target").join("image");
+    let release = target.join("release");
+    let stamp = |name: &str| {
+        fs::metadata(release.join(name))
+            .and_then(|m| m.modified())
+            .ok()
+    };
+    let before: Vec<_> = HOSTOS_BINARIES.iter().map(|(_, b, _)| stamp(b)).collect();
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+        .unwrap_or_else(|| PathBuf::from("/root/.cargo"));
+    let rustflags = format!(
+        "--remap-path-prefix={}=/icos --remap-path-prefix={}=/cargo",
+        src.display(),
+        cargo_home.display()
+    );
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(src)
+        .args(["build", "--release", "--locked"]);
+    for (package, bin, _) in HOSTOS_BINARIES {
+        cmd.args(["-p", package, "--bin", bin]);
+    }
+    cmd.arg("--target-dir")
+        .arg(&target)
+        .env("RUSTFLAGS", rustflags)
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("CARGO_BUILD_RUSTFLAGS")
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("RUSTC_WRAPPER")
+        .env_remove("RUSTC_WORKSPACE_WRAPPER");
+    tools::run_logged(&mut cmd, &work.join("cargo-hostos.log"))?;
+    let after: Vec<_> = HOSTOS_BINARIES.iter().map(|(_, b, _)| stamp(b)).collect();
+    let status = if before.iter().all(Option::is_some) && before == after {
+        StageStatus::Cached
+    } else {
+        StageStatus::Built
+    };
+    let mut installed = Vec::new();
+    let mut notes = Vec::new();
+    for (_, bin, path) in HOSTOS_BINARIES {
+        let built = release.join(bin);
+        notes.push(format!("{bin} {}", mib(file_len(&built)?)));
+        installed.push((path, built));
+    }
+    Ok((installed, status, notes.join(", ")))
+}
+
+/// Reads mmdebstrap's archive with [`classify_hostos`] and writes the
+/// customised `rootfs.tar`, `vmlinuz` and `kernel-version` into `out`.
+fn customise_hostos(
+    raw_tar: &Path,
+    out: &Path,
+    overlay: &Path,
+    installed: &Installed,
+    version: &str,
+    epoch: u64,
+) -> Result<()> {
+    let mut tree = rootfs::read_tree(raw_tar)?;
+    let (kernel_version, kernel) = take_kernel(&mut tree)?;
+    apply_rules(&mut tree);
+    tree.overlay_dir(overlay)?;
+    for (path, bin) in installed {
+        let data = fs::read(bin).map_err(BuildError::io("reading", bin))?;
+        tree.insert(path, Node::new(Kind::File(data), 0o755));
+    }
+    // Mount point of the config volume on the read-only root.
+    tree.insert("boot/config", Node::new(Kind::Dir, 0o755));
+    tree.insert(
+        "opt/ic/share/version.txt",
+        Node::new(Kind::File(format!("{version}\n").into_bytes()), 0o644),
+    );
+    tree.fix_hardlinks();
+    let tar_path = out.join("rootfs.tar");
+    let file = fs::File::create(&tar_path).map_err(BuildError::io("creating", &tar_path))?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+    tree.write_tar(&mut w, epoch)
+        .map_err(|source| BuildError::Tar {
+            step: "writing",
+            path: tar_path.clone(),
+            source,
+        })?;
+    std::io::Write::flush(&mut w).map_err(BuildError::io("writing", &tar_path))?;
+    write(&out.join("vmlinuz"), &kernel)?;
+    write(&out.join("kernel-version"), kernel_version.as_bytes())
+}
+
+/// Removes `boot/vmlinuz-<version>` from the tree and returns its version
+/// and contents; exactly one kernel must be there.
+fn take_kernel(tree: &mut Tree) -> Result<(String, Vec<u8>)> {
+    let kernels: Vec<String> = tree
+        .nodes
+        .keys()
+        .filter(|p| p.starts_with("boot/vmlinuz-"))
+        .cloned()
+        .collect();
+    let [path] = kernels.as_slice() else {
+        return Err(BuildError::Rootfs(format!(
+            "expected exactly one boot/vmlinuz-*, found {}",
+            kernels.len()
+        )));
+    };
+    let version = path.trim_start_matches("boot/vmlinuz-").to_owned();
+    let data = match tree.nodes.remove(path).map(|n| n.kind) {
+        Some(Kind::File(data)) => data,
+        _ => return Err(BuildError::Rootfs(format!("{path} is not a regular file"))),
+    };
+    Ok((version, data))
+}
+
+/// Applies [`classify_hostos`] to every entry: drops, and empties
+/// `etc/machine-id`.
+fn apply_rules(tree: &mut Tree) {
+    let mut empty = Vec::new();
+    tree.nodes.retain(
+        |path, node| match classify_hostos(path, matches!(node.kind, Kind::Dir)) {
+            Rule::Keep => true,
+            Rule::Drop => false,
+            Rule::Empty => {
+                empty.push(path.clone());
+                true
+            }
+        },
+    );
+    for path in empty {
+        if let Some(node) = tree.nodes.get_mut(&path) {
+            node.kind = Kind::File(Vec::new());
+        }
+    }
+}
+
+/// GuestOS's initramfs plus `dmsetup` and its libraries, with the HostOS
+/// `/init`; writes `initrd.img` (newc cpio, zstd) into `out`.
+fn make_hostos_initramfs(
+    custom_dir: &Path,
+    kernel_version: &str,
+    init: &Path,
+    out: &Path,
+) -> Result<()> {
+    let root = rootfs::read_tree(&custom_dir.join("rootfs.tar"))?;
+    let mut ir = initramfs::build(&root, kernel_version, VERITY_HASH_OFFSET)?;
+    let mut libs = std::collections::BTreeMap::new();
+    for program in HOSTOS_INITRAMFS_PROGRAMS {
+        let data = root
+            .file(program)
+            .ok_or_else(|| BuildError::Rootfs(format!("no {program}")))?;
+        let name = program.rsplit('/').next().unwrap_or(program);
+        ir.tree.insert(
+            &format!("sbin/{name}"),
+            Node::new(Kind::File(data.to_vec()), 0o755),
+        );
+        initramfs::closure(&root, program, &mut libs)?;
+    }
+    for (wanted, real) in &libs {
+        if ir.tree.nodes.contains_key(wanted.as_str()) {
+            continue;
+        }
+        let data = root
+            .file(real)
+            .ok_or_else(|| BuildError::Rootfs(format!("no {real}")))?;
+        ir.tree
+            .insert(wanted, Node::new(Kind::File(data.to_vec()), 0o755));
+    }
+    let init_data = fs::read(init).map_err(BuildError::io("reading", init))?;
+    ir.tree
+        .insert("init", Node::new(Kind::File(init_data), 0o755));
+    let tree_dir = out.join("tree");
+    fs::create_dir_all(&tree_dir).map_err(BuildError::io("creating", &tree_dir))?;
+    initramfs::write_dir(&ir.tree, &tree_dir)?;
+    let img = out.join("initrd.img");
+    let file = fs::File::create(&img).map_err(BuildError::io("creating", &img))?;
+    let mut enc = zstd::stream::Encoder::new(std::io::BufWriter::new(file), 12)
+        .map_err(BuildError::io("compressing", &img))?;
+    enc.include_checksum(true)
+        .map_err(BuildError::io("compressing", &img))?;
+    icos_imagefs::write_cpio_newc(&tree_dir, &mut enc)
+        .map_err(BuildError::imagefs("writing the initramfs cpio"))?;
+    enc.finish()
+        .and_then(|mut w| std::io::Write::flush(&mut w))
+        .map_err(BuildError::io("writing", &img))?;
+    fs::remove_dir_all(&tree_dir).map_err(BuildError::io("removing", &tree_dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_hypervisor_modules() {
+        let m = "usr/lib/modules/6.1.0-40-amd64/kernel/";
+        assert_eq!(
+            classify_hostos(&format!("{m}arch/x86/kvm/kvm-intel.ko"), false),
+            Rule::Keep
+        );
+        assert_eq!(
+            classify_hostos(&format!("{m}drivers/vhost/vhost_vsock.ko"), false),
+            Rule::Keep
+        );
+        // kvm.ko needs irqbypass, kvm-amd.ko also ccp.
+        for dep in ["virt/lib/irqbypass.ko", "drivers/crypto/ccp/ccp.ko"] {
+            assert_eq!(classify_hostos(&format!("{m}{dep}"), false), Rule::Keep);
+        }
+        assert_eq!(
+            classify_hostos(&format!("{m}net/bridge/bridge.ko"), false),
+            Rule::Keep
+        );
+        // GuestOS's rules still apply to everything else.
+        assert_eq!(
+            classify_hostos(&format!("{m}sound/core/snd.ko"), false),
+            Rule::Drop
+        );
+        assert_eq!(
+            classify_hostos(&format!("{m}fs/ext4/ext4.ko"), false),
+            Rule::Keep
+        );
+        assert_eq!(classify_hostos("etc/machine-id", false), Rule::Empty);
+        assert_eq!(classify_hostos("boot/vmlinuz-6.1", false), Rule::Drop);
+    }
+
+    #[test]
+    fn boot_args_name_each_slots_root_volume() {
+        let vg = VolumeGroupSpec::ic_hostos();
+        let pv = uuid!("735a766a-2047-45c2-ab48-d5ec948de550");
+        let hash = "ab".repeat(32);
+        let text = hostos_boot_args(pv, &vg, &hash).expect("valid");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3);
+        // A_root: extent 281 of 4 MiB after the 1 MiB header, 2560 extents.
+        assert_eq!(
+            lines[1],
+            format!(
+                "set BOOT_ARGS_A=\"icos.hostlvm=PARTUUID=735a766a-2047-45c2-ab48-d5ec948de550 \
+                 icos.root_lv=hostlvm-A_root:LVM-4c7GVZDf82QEcJxXtVJgRLIjLEhK0FgARM99J5B2t1JU3lHNcoJ2f21808eJGo3s:{}:{} \
+                 console=ttyS0 quiet panic=-1 ro dfinity.system=A root_hash={hash}\"",
+                2048 + 281 * 8192,
+                2560 * 8192
+            )
+        );
+        assert!(lines[2].starts_with("set BOOT_ARGS_B=\""));
+        assert!(lines[2].contains(&format!(
+            "icos.root_lv=hostlvm-B_root:LVM-4c7GVZDf82QEcJxXtVJgRLIjLEhK0FgAUVBREuGuBhVHHbRUApjjhQblIyez3Tjr:{}:",
+            2048 + 5657 * 8192
+        )));
+        assert!(lines[2].contains("dfinity.system=B"));
+        assert!(hostos_boot_args(pv, &vg, "xyz").is_err());
+    }
+
+    #[test]
+    fn takes_exactly_one_kernel() {
+        let mut tree = Tree::default();
+        tree.insert(
+            "boot/vmlinuz-6.1.0-1-amd64",
+            Node::new(Kind::File(b"kernel".to_vec()), 0o644),
+        );
+        tree.insert(
+            "etc/machine-id",
+            Node::new(Kind::File(b"x\n".to_vec()), 0o444),
+        );
+        let (version, data) = take_kernel(&mut tree).expect("one kernel");
+        assert_eq!(version, "6.1.0-1-amd64");
+        assert_eq!(data, b"kernel");
+        apply_rules(&mut tree);
+        assert_eq!(
+            tree.nodes.get("etc/machine-id").map(|n| &n.kind),
+            Some(&Kind::File(Vec::new()))
+        );
+        assert!(take_kernel(&mut tree).is_err());
+    }
+}

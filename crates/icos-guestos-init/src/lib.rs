@@ -1,0 +1,160 @@
+//! GuestOS early boot, in IC-OS's order. Each step is a function over a
+//! [`Paths`] (a root folder: `/` on a GuestOS, a temporary folder in tests),
+//! run by `icos-guestos-init <step>` from a systemd oneshot unit:
+//!
+//! 0. [`storage`] (before `/var` is mounted): open the encrypted `var` of
+//!    the booted slot and the encrypted `store`, making the key, the store
+//!    partition and the file systems on first boot.
+//! 1. [`bootstrap`]: find the CONFIG media (a FAT file system labelled
+//!    `CONFIG` on a removable disk), read `ic-bootstrap.tar` through the
+//!    allow-list of `icos-config-media` (anything else is ignored and
+//!    logged by name), write the GuestOS config and the NNS public key
+//!    under `/run/config/` on every boot, and, once (guarded by
+//!    `/boot/config/CONFIGURED`), the node operator key and the SSH keys
+//!    where the node software expects them.
+//! 2. [`network`]: systemd-networkd files from `network_settings`.
+//! 3. [`firewall`]: a default-drop nftables ruleset.
+//! 4. [`accounts`]: the `admin`, `backup` and `readonly` accounts' SSH keys.
+//! 5. [`replica`]: the payload's configuration, and the readiness check
+//!    before the success marker.
+//! 6. [`vsock`]: whether the VM has a virtio vsock device.
+//!
+//! [`console`] writes the `GUESTOS BOOT SUCCESS` / `GUESTOS BOOT FAILURE`
+//! lines to the serial console.
+
+pub mod accounts;
+pub mod bootstrap;
+pub mod console;
+mod error;
+pub mod firewall;
+pub mod network;
+pub mod replica;
+pub mod storage;
+pub mod vsock;
+
+use std::path::{Path, PathBuf};
+
+pub use error::{InitError, Result};
+
+/// The file locations early boot reads and writes, all under one root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Paths {
+    /// `/` on a GuestOS.
+    pub root: PathBuf,
+}
+
+impl Paths {
+    /// Paths under `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Paths {
+        Paths { root: root.into() }
+    }
+
+    /// `root` joined with an absolute GuestOS path.
+    pub fn at(&self, path: &str) -> PathBuf {
+        self.root.join(path.trim_start_matches('/'))
+    }
+
+    /// `/sys`.
+    pub fn sys(&self) -> PathBuf {
+        self.at("/sys")
+    }
+
+    /// `/dev`.
+    pub fn dev(&self) -> PathBuf {
+        self.at("/dev")
+    }
+
+    /// The config partition, mounted read-write: `/boot/config`.
+    pub fn config_partition(&self) -> PathBuf {
+        self.at("/boot/config")
+    }
+
+    /// The marker of an applied bootstrap: `/boot/config/CONFIGURED`.
+    pub fn configured_marker(&self) -> PathBuf {
+        self.at("/boot/config/CONFIGURED")
+    }
+
+    /// Where the SSH keys from the media are kept:
+    /// `/boot/config/accounts_ssh_authorized_keys`.
+    pub fn ssh_keys_dir(&self) -> PathBuf {
+        self.at("/boot/config/accounts_ssh_authorized_keys")
+    }
+
+    /// The per-boot config folder: `/run/config`.
+    pub fn run_config(&self) -> PathBuf {
+        self.at("/run/config")
+    }
+
+    /// The GuestOS config of this boot: `/run/config/config.json`.
+    pub fn config_json(&self) -> PathBuf {
+        self.at("/run/config/config.json")
+    }
+
+    /// The NNS public key: `/run/config/nns_public_key.pem`.
+    pub fn nns_public_key(&self) -> PathBuf {
+        self.at("/run/config/nns_public_key.pem")
+    }
+
+    /// The NNS public key shipped in the image (used without an override).
+    pub fn builtin_nns_public_key(&self) -> PathBuf {
+        self.at("/opt/ic/share/nns_public_key.pem")
+    }
+
+    /// The node operator key:
+    /// `/var/lib/ic/data/node_operator_private_key.pem`.
+    pub fn node_operator_key(&self) -> PathBuf {
+        self.at("/var/lib/ic/data/node_operator_private_key.pem")
+    }
+
+    /// Where the CONFIG media is mounted: `/mnt/config`.
+    pub fn media_mount(&self) -> PathBuf {
+        self.at("/mnt/config")
+    }
+
+    /// systemd-networkd's runtime folder: `/run/systemd/network`.
+    pub fn networkd_dir(&self) -> PathBuf {
+        self.at("/run/systemd/network")
+    }
+
+    /// The nftables ruleset: `/run/ic-node/nftables-ruleset/nftables.conf`.
+    pub fn nftables_conf(&self) -> PathBuf {
+        self.at("/run/ic-node/nftables-ruleset/nftables.conf")
+    }
+
+    /// The node software's generated configuration: `/run/ic-node/config`.
+    pub fn node_config_dir(&self) -> PathBuf {
+        self.at("/run/ic-node/config")
+    }
+
+    /// The home folder of a role account: `/var/lib/<account>`.
+    pub fn home(&self, account: &str) -> PathBuf {
+        self.at(&format!("/var/lib/{account}"))
+    }
+
+    /// The SSH host key folder: `/var/lib/ssh`.
+    pub fn ssh_host_keys(&self) -> PathBuf {
+        self.at("/var/lib/ssh")
+    }
+
+    /// The image version: `/opt/ic/share/version.txt`.
+    pub fn version_txt(&self) -> PathBuf {
+        self.at("/opt/ic/share/version.txt")
+    }
+}
+
+/// Writes `data` to `path` (creating its folder) through a temporary file
+/// in the same folder, then sets `mode`.
+pub(crate) fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    std::fs::create_dir_all(dir).map_err(InitError::io("creating", dir))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, data).map_err(InitError::io("writing", &tmp))?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
+        .map_err(InitError::io("setting the mode of", &tmp))?;
+    std::fs::rename(&tmp, path).map_err(InitError::io("renaming into", path))
+}

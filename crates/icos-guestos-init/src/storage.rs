@@ -1,0 +1,658 @@
+//! Step 0 (before `/var` is mounted): the encrypted `var` of the booted slot
+//! and the encrypted `store`.
+//!
+//! * The slot comes from `dfinity.system=A|B` on the kernel command line;
+//!   its var partition is `A_var` or `B_var` of the GuestOS layout.
+//! * The key is `/boot/config/store.keyfile` on the config partition:
+//!   32 random bytes made on first boot (mode 0600), as IC-OS does without
+//!   SEV. Because the key has full entropy, LUKS2 uses PBKDF2 with the
+//!   minimum of 1000 iterations and no benchmark (IC-OS's parameters):
+//!   stretching a 256-bit random key adds nothing and would cost seconds
+//!   under emulation.
+//! * `var` is opened as `/dev/mapper/var_crypt`; when it is not LUKS yet
+//!   it is formatted (`aes-xts-plain64`, 512-bit volume key), and when it
+//!   holds no ext4 yet one is made (lazy inode table and journal init) and
+//!   seeded with the image's `/var`.
+//! * `store` is created on first boot in the free space at the end of the
+//!   disk (PARTUUID [`STORE_PARTUUID`], as IC-OS), told to the kernel with
+//!   `partx`, and opened as `/dev/mapper/store-crypt` with discards, ext4
+//!   inside, mounted at `/var/lib/ic/data`.
+//!
+//! The mounts themselves are `/etc/fstab` entries that require this step.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::{InitError, Paths, Result, write_file};
+
+/// The store partition's PARTUUID (IC-OS's).
+pub const STORE_PARTUUID: &str = "231213c6-ec9e-11f0-b45f-b7bbea44aaf0";
+/// The store partition's GPT name.
+pub const STORE_NAME: &str = "store";
+/// The key file on the config partition.
+pub const KEYFILE: &str = "/boot/config/store.keyfile";
+/// Key length in bytes.
+pub const KEY_BYTES: usize = 32;
+/// The var mapping.
+pub const VAR_MAPPER: &str = "var_crypt";
+/// The store mapping.
+pub const STORE_MAPPER: &str = "store-crypt";
+/// The var partitions' PARTUUIDs (GuestOS layout).
+pub const A_VAR_PARTUUID: &str = "22d2f5a6-1e39-d247-81cf-90c95c113e21";
+/// See [`A_VAR_PARTUUID`].
+pub const B_VAR_PARTUUID: &str = "2237d1d1-ce96-584e-8ec5-8ae6661faae9";
+
+/// The booted slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot {
+    /// `dfinity.system=A`.
+    A,
+    /// `dfinity.system=B`.
+    B,
+}
+
+impl Slot {
+    /// The slot's var partition PARTUUID.
+    pub fn var_partuuid(self) -> &'static str {
+        match self {
+            Slot::A => A_VAR_PARTUUID,
+            Slot::B => B_VAR_PARTUUID,
+        }
+    }
+}
+
+/// The slot named by `dfinity.system=` in a kernel command line.
+pub fn slot_from_cmdline(cmdline: &str) -> Result<Slot> {
+    let value = cmdline
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("dfinity.system="));
+    match value {
+        Some("A") => Ok(Slot::A),
+        Some("B") => Ok(Slot::B),
+        other => Err(InitError::Config {
+            field: "/proc/cmdline",
+            reason: format!(
+                "dfinity.system= must be A or B, got {}",
+                other.map_or("nothing".to_owned(), |v| format!("'{v}'"))
+            ),
+        }),
+    }
+}
+
+/// What to do with one encrypted device, decided from what is on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Format LUKS2, open, make ext4 (and seed var).
+    FormatOpenMake,
+    /// Open; make ext4 (and seed var): a format that stopped before mkfs.
+    OpenMake,
+    /// Open; the file system is there.
+    Open,
+}
+
+/// The action for a device: `luks` whether it has a LUKS header,
+/// `new_key` whether the key file was just made (an old header cannot be
+/// opened with a new key, so it is formatted again), `has_fs` whether the
+/// opened device holds ext4 (only asked when it was LUKS already).
+pub fn decide(luks: bool, new_key: bool, has_fs: impl FnOnce() -> bool) -> Action {
+    match (luks, new_key) {
+        (false, _) | (true, true) => Action::FormatOpenMake,
+        (true, false) if has_fs() => Action::Open,
+        (true, false) => Action::OpenMake,
+    }
+}
+
+/// Whether `dev` holds an ext2/3/4 superblock (magic 0xEF53 at byte 1080).
+pub fn has_ext4(dev: &Path) -> bool {
+    let mut magic = [0u8; 2];
+    std::fs::File::open(dev)
+        .and_then(|mut f| {
+            f.seek(SeekFrom::Start(1080))?;
+            f.read_exact(&mut magic)
+        })
+        .is_ok()
+        && magic == [0x53, 0xef]
+}
+
+/// Makes the key file from `random` unless it exists; `true` when made.
+pub fn ensure_keyfile(paths: &Paths, random: &Path) -> Result<bool> {
+    let key = paths.at(KEYFILE);
+    if key.is_file() {
+        return Ok(false);
+    }
+    let mut bytes = [0u8; KEY_BYTES];
+    std::fs::File::open(random)
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(InitError::io("reading", random))?;
+    write_file(&key, &bytes, 0o600)?;
+    Ok(true)
+}
+
+/// Runs external programs (a seam: the step's logic is tested with a
+/// recording runner).
+pub trait Runner {
+    /// Runs `argv`; `Ok(true)` on exit status 0, `Ok(false)` otherwise
+    /// (with `check` false), an error when it cannot start or fails with
+    /// `check` true.
+    fn run(&mut self, argv: &[String], check: bool) -> Result<bool>;
+}
+
+/// Runs programs for real.
+#[derive(Debug, Default)]
+pub struct Commands;
+
+impl Runner for Commands {
+    fn run(&mut self, argv: &[String], check: bool) -> Result<bool> {
+        let (program, args) = argv.split_first().ok_or_else(|| InitError::Command {
+            command: String::new(),
+            detail: "empty command".into(),
+        })?;
+        let out = std::process::Command::new(program)
+            .args(args)
+            .output()
+            .map_err(InitError::io("running", Path::new(program)))?;
+        if check && !out.status.success() {
+            return Err(InitError::Command {
+                command: argv.join(" "),
+                detail: format!(
+                    "{}: {}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
+            });
+        }
+        Ok(out.status.success())
+    }
+}
+
+fn argv(parts: &[&str]) -> Vec<String> {
+    parts.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// `cryptsetup luksFormat` with IC-OS's parameters.
+pub fn luks_format_argv(dev: &str, key: &str) -> Vec<String> {
+    argv(&[
+        "cryptsetup",
+        "luksFormat",
+        "--batch-mode",
+        "--type",
+        "luks2",
+        "--cipher",
+        "aes-xts-plain64",
+        "--key-size",
+        "512",
+        "--pbkdf",
+        "pbkdf2",
+        "--pbkdf-force-iterations",
+        "1000",
+        "--key-file",
+        key,
+        dev,
+    ])
+}
+
+/// `cryptsetup open`.
+pub fn luks_open_argv(dev: &str, key: &str, name: &str, discards: bool) -> Vec<String> {
+    let mut a = argv(&["cryptsetup", "open", "--type", "luks2", "--key-file", key]);
+    if discards {
+        a.push("--allow-discards".into());
+    }
+    a.push(dev.into());
+    a.push(name.into());
+    a
+}
+
+/// `mke2fs` with lazy initialisation (cheap on first boot).
+pub fn mkfs_argv(dev: &str, label: &str) -> Vec<String> {
+    argv(&[
+        "mke2fs",
+        "-q",
+        "-F",
+        "-t",
+        "ext4",
+        "-L",
+        label,
+        "-E",
+        "lazy_itable_init=1,lazy_journal_init=1",
+        dev,
+    ])
+}
+
+/// Waits until `path` exists (udev makes the by-partuuid links).
+pub fn wait_for(path: &Path, timeout: Duration) -> Result<PathBuf> {
+    let start = Instant::now();
+    loop {
+        if let Ok(p) = std::fs::canonicalize(path) {
+            return Ok(p);
+        }
+        if start.elapsed() >= timeout {
+            return Err(InitError::Io {
+                action: "waiting for",
+                path: path.to_owned(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("not there after {} s", timeout.as_secs()),
+                ),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// What [`open_device`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Opened {
+    /// `/dev/mapper/<name>`.
+    pub mapper: PathBuf,
+    /// What was decided.
+    pub action: Action,
+}
+
+/// Opens (formatting first when needed) `dev` as `name`, and makes an
+/// ext4 labelled `label` in it when there is none.
+pub fn open_device(
+    paths: &Paths,
+    runner: &mut dyn Runner,
+    dev: &Path,
+    name: &str,
+    label: &str,
+    discards: bool,
+    new_key: bool,
+) -> Result<Opened> {
+    let key = paths.at(KEYFILE).display().to_string();
+    let d = dev.display().to_string();
+    let mapper = paths.dev().join("mapper").join(name);
+    let luks = runner.run(&argv(&["cryptsetup", "isLuks", &d]), false)?;
+    let mut opened = false;
+    let action = decide(luks, new_key, || {
+        opened = runner
+            .run(&luks_open_argv(&d, &key, name, discards), true)
+            .is_ok();
+        opened && has_ext4(&mapper)
+    });
+    if action == Action::FormatOpenMake {
+        runner.run(&luks_format_argv(&d, &key), true)?;
+    }
+    if !opened {
+        runner.run(&luks_open_argv(&d, &key, name, discards), true)?;
+    }
+    if action != Action::Open {
+        runner.run(&mkfs_argv(&mapper.display().to_string(), label), true)?;
+    }
+    Ok(Opened { mapper, action })
+}
+
+/// Copies the image's `/var` into a freshly made var file system.
+pub fn seed_var(paths: &Paths, runner: &mut dyn Runner, mapper: &Path) -> Result<()> {
+    let target = paths.at("/run/icos-storage/var");
+    std::fs::create_dir_all(&target).map_err(InitError::io("creating", &target))?;
+    let t = target.display().to_string();
+    runner.run(
+        &argv(&["mount", "-t", "ext4", &mapper.display().to_string(), &t]),
+        true,
+    )?;
+    let copied = runner.run(
+        &argv(&["cp", "-a", &format!("{}/.", paths.at("/var").display()), &t]),
+        true,
+    );
+    let unmounted = runner.run(&argv(&["umount", &t]), true);
+    copied.and(unmounted).map(|_| ())
+}
+
+/// The disk holding partition `part` (`/dev/vda6` → `/dev/vda`), from sysfs.
+pub fn parent_disk(paths: &Paths, part: &Path) -> Result<PathBuf> {
+    let name = part
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let sys = paths.sys().join("class/block").join(&name);
+    let real = std::fs::canonicalize(&sys).map_err(InitError::io("reading", &sys))?;
+    let disk = real
+        .parent()
+        .and_then(Path::file_name)
+        .map(|n| n.to_string_lossy().into_owned())
+        .ok_or_else(|| InitError::Config {
+            field: "sysfs",
+            reason: format!("{} has no parent disk", real.display()),
+        })?;
+    Ok(paths.dev().join(disk))
+}
+
+/// Adds the store partition to the GPT of `disk` in its largest free
+/// region unless a partition with [`STORE_PARTUUID`] exists; returns its
+/// partition number and whether it was added.
+pub fn ensure_store_partition(disk: &Path) -> Result<(u32, bool)> {
+    let store: uuid::Uuid = STORE_PARTUUID.parse().map_err(|e| InitError::Config {
+        field: "STORE_PARTUUID",
+        reason: format!("{e}"),
+    })?;
+    let gpt_err = |e: gpt::GptError| InitError::Io {
+        action: "editing the GPT of",
+        path: disk.to_owned(),
+        source: std::io::Error::other(e.to_string()),
+    };
+    let mut g = gpt::GptConfig::new()
+        .writable(true)
+        .open(disk)
+        .map_err(gpt_err)?;
+    if let Some((id, _)) = g.partitions().iter().find(|(_, p)| p.part_guid == store) {
+        return Ok((*id, false));
+    }
+    let lb: u64 = (*g.logical_block_size()).into();
+    let align = 2048u64; // 1 MiB in 512-byte sectors
+    let (start, len) = g
+        .find_free_sectors()
+        .into_iter()
+        .max_by_key(|(_, len)| *len)
+        .ok_or_else(|| InitError::Config {
+            field: "disk",
+            reason: format!("no free space on {} for the store", disk.display()),
+        })?;
+    let first = start.div_ceil(align) * align;
+    let end = start + len; // exclusive
+    if end <= first + align {
+        return Err(InitError::Config {
+            field: "disk",
+            reason: format!(
+                "{}: {} free sectors are too few for the store",
+                disk.display(),
+                len
+            ),
+        });
+    }
+    let size = (end - first) / align * align * lb;
+    let id = g
+        .add_partition_at(
+            STORE_NAME,
+            g.find_next_partition_id().unwrap_or(10),
+            first,
+            size / lb,
+            gpt::partition_types::LINUX_FS,
+            0,
+        )
+        .map_err(gpt_err)?;
+    let mut parts = g.partitions().clone();
+    if let Some(p) = parts.get_mut(&id) {
+        p.part_guid = store;
+    }
+    g.update_partitions(parts).map_err(gpt_err)?;
+    g.write().map_err(gpt_err)?;
+    Ok((id, true))
+}
+
+/// The name of partition `nr` of `disk` (`vda` 10 → `vda10`, `nvme0n1` 10
+/// → `nvme0n1p10`).
+pub fn partition_name(disk: &str, nr: u32) -> String {
+    if disk.ends_with(|c: char| c.is_ascii_digit()) {
+        format!("{disk}p{nr}")
+    } else {
+        format!("{disk}{nr}")
+    }
+}
+
+/// What [`apply`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageReport {
+    /// The booted slot.
+    pub slot: Slot,
+    /// Whether the key was made now.
+    pub new_key: bool,
+    /// What happened to var.
+    pub var: Action,
+    /// Whether the store partition was created now.
+    pub store_created: bool,
+    /// What happened to the store.
+    pub store: Action,
+}
+
+/// The whole step (see the module docs).
+pub fn apply(paths: &Paths, runner: &mut dyn Runner, wait: Duration) -> Result<StorageReport> {
+    let cmdline_path = paths.at("/proc/cmdline");
+    let cmdline =
+        std::fs::read_to_string(&cmdline_path).map_err(InitError::io("reading", &cmdline_path))?;
+    let slot = slot_from_cmdline(&cmdline)?;
+    let new_key = ensure_keyfile(paths, &paths.at("/dev/urandom"))?;
+    let by_uuid = paths.dev().join("disk/by-partuuid");
+    let var_dev = wait_for(&by_uuid.join(slot.var_partuuid()), wait)?;
+    let var = open_device(paths, runner, &var_dev, VAR_MAPPER, "var", false, new_key)?;
+    if var.action != Action::Open {
+        seed_var(paths, runner, &var.mapper)?;
+    }
+
+    let disk = parent_disk(paths, &var_dev)?;
+    let (nr, store_created) = ensure_store_partition(&disk)?;
+    let disk_name = disk
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let store_dev = paths.dev().join(partition_name(&disk_name, nr));
+    if store_created || !store_dev.exists() {
+        runner.run(
+            &argv(&[
+                "partx",
+                "--add",
+                "--nr",
+                &nr.to_string(),
+                &disk.display().to_string(),
+            ]),
+            false,
+        )?;
+    }
+    let store_dev = wait_for(&store_dev, wait)?;
+    let store = open_device(
+        paths,
+        runner,
+        &store_dev,
+        STORE_MAPPER,
+        "store",
+        true,
+        new_key || store_created,
+    )?;
+    Ok(StorageReport {
+        slot,
+        new_key,
+        var: var.action,
+        store_created,
+        store: store.action,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots() {
+        assert_eq!(
+            slot_from_cmdline("root=x dfinity.system=A quiet").unwrap(),
+            Slot::A
+        );
+        assert_eq!(slot_from_cmdline("dfinity.system=B").unwrap(), Slot::B);
+        let err = slot_from_cmdline("dfinity.system=C")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "/proc/cmdline: dfinity.system= must be A or B, got 'C'"
+        );
+        assert!(slot_from_cmdline("quiet").is_err());
+        assert_eq!(Slot::B.var_partuuid(), B_VAR_PARTUUID);
+    }
+
+    #[test]
+    fn var_uuids_match_the_layout() {
+        let l = icos_layout::OsKind::GuestOs.layout();
+        for (name, uuid) in [("A_var", A_VAR_PARTUUID), ("B_var", B_VAR_PARTUUID)] {
+            assert_eq!(l.partition(name).unwrap().uuid.to_string(), uuid);
+        }
+    }
+
+    #[test]
+    fn decisions() {
+        // Every combination of (luks, new_key, has_fs).
+        for luks in [false, true] {
+            for new_key in [false, true] {
+                for fs in [false, true] {
+                    let mut asked = false;
+                    let a = decide(luks, new_key, || {
+                        asked = true;
+                        fs
+                    });
+                    let want = match (luks, new_key, fs) {
+                        (false, _, _) | (true, true, _) => Action::FormatOpenMake,
+                        (true, false, true) => Action::Open,
+                        (true, false, false) => Action::OpenMake,
+                    };
+                    assert_eq!(a, want, "{luks} {new_key} {fs}");
+                    assert_eq!(asked, luks && !new_key);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn keyfile_made_once() {
+        let d = tempfile::tempdir().unwrap();
+        let p = Paths::new(d.path());
+        let random = d.path().join("random");
+        std::fs::write(&random, [7u8; 64]).unwrap();
+        assert!(ensure_keyfile(&p, &random).unwrap());
+        std::fs::write(&random, [9u8; 64]).unwrap();
+        assert!(!ensure_keyfile(&p, &random).unwrap());
+        let key = std::fs::read(p.at(KEYFILE)).unwrap();
+        assert_eq!(key, [7u8; KEY_BYTES]);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(p.at(KEYFILE))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn ext4_magic() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("dev");
+        let mut data = vec![0u8; 4096];
+        std::fs::write(&f, &data).unwrap();
+        assert!(!has_ext4(&f));
+        data[1080] = 0x53;
+        data[1081] = 0xef;
+        std::fs::write(&f, &data).unwrap();
+        assert!(has_ext4(&f));
+        assert!(!has_ext4(&d.path().join("missing")));
+    }
+
+    /// Records commands; `isLuks` answers from `luks`.
+    struct Recorder {
+        luks: bool,
+        log: Vec<String>,
+    }
+
+    impl Runner for Recorder {
+        fn run(&mut self, argv: &[String], _check: bool) -> Result<bool> {
+            self.log.push(argv.join(" "));
+            Ok(argv.get(1).map(String::as_str) != Some("isLuks") || self.luks)
+        }
+    }
+
+    #[test]
+    fn first_boot_formats_opens_and_makes() {
+        let d = tempfile::tempdir().unwrap();
+        let p = Paths::new(d.path());
+        let mut r = Recorder {
+            luks: false,
+            log: Vec::new(),
+        };
+        let o = open_device(
+            &p,
+            &mut r,
+            Path::new("/dev/vda6"),
+            "var_crypt",
+            "var",
+            false,
+            true,
+        )
+        .unwrap();
+        assert_eq!(o.action, Action::FormatOpenMake);
+        let key = p.at(KEYFILE).display().to_string();
+        let mapper = p.dev().join("mapper/var_crypt").display().to_string();
+        assert_eq!(
+            r.log,
+            [
+                "cryptsetup isLuks /dev/vda6".to_owned(),
+                format!(
+                    "cryptsetup luksFormat --batch-mode --type luks2 --cipher aes-xts-plain64 --key-size 512 --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --key-file {key} /dev/vda6"
+                ),
+                format!("cryptsetup open --type luks2 --key-file {key} /dev/vda6 var_crypt"),
+                format!(
+                    "mke2fs -q -F -t ext4 -L var -E lazy_itable_init=1,lazy_journal_init=1 {mapper}"
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn later_boot_only_opens() {
+        let d = tempfile::tempdir().unwrap();
+        let p = Paths::new(d.path());
+        // The opened mapping holds ext4.
+        let mapper = p.dev().join("mapper/store-crypt");
+        std::fs::create_dir_all(mapper.parent().unwrap()).unwrap();
+        let mut sb = vec![0u8; 2048];
+        sb[1080] = 0x53;
+        sb[1081] = 0xef;
+        std::fs::write(&mapper, sb).unwrap();
+        let mut r = Recorder {
+            luks: true,
+            log: Vec::new(),
+        };
+        let o = open_device(
+            &p,
+            &mut r,
+            Path::new("/dev/vda10"),
+            "store-crypt",
+            "store",
+            true,
+            false,
+        )
+        .unwrap();
+        assert_eq!(o.action, Action::Open);
+        assert_eq!(r.log.len(), 2, "{:?}", r.log);
+        assert!(r.log[1].contains("--allow-discards /dev/vda10 store-crypt"));
+    }
+
+    #[test]
+    fn store_partition_in_the_free_space() {
+        let d = tempfile::tempdir().unwrap();
+        let disk = d.path().join("disk.img");
+        let f = std::fs::File::create(&disk).unwrap();
+        f.set_len(64 << 20).unwrap();
+        drop(f);
+        // A protective MBR and a GPT with one partition in the first half.
+        let mut g = gpt::GptConfig::new().writable(true).create(&disk).unwrap();
+        g.add_partition("A_var", 16 << 20, gpt::partition_types::LINUX_FS, 0, None)
+            .unwrap();
+        g.write().unwrap();
+        let (nr, added) = ensure_store_partition(&disk).unwrap();
+        assert!(added);
+        assert_eq!(nr, 2);
+        let (again, added) = ensure_store_partition(&disk).unwrap();
+        assert_eq!((again, added), (2, false));
+        let g = gpt::GptConfig::new().open(&disk).unwrap();
+        let p = &g.partitions()[&2];
+        assert_eq!(p.name, STORE_NAME);
+        assert_eq!(p.part_guid.to_string(), STORE_PARTUUID);
+        assert_eq!(p.first_lba % 2048, 0);
+        assert!(p.last_lba < (64 << 20) / 512 - 33);
+        assert!(p.last_lba - p.first_lba + 1 >= (40 << 20) / 512);
+    }
+
+    #[test]
+    fn partition_names() {
+        assert_eq!(partition_name("vda", 10), "vda10");
+        assert_eq!(partition_name("nvme0n1", 10), "nvme0n1p10");
+    }
+}
