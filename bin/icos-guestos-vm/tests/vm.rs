@@ -241,7 +241,7 @@ fn runner_boots_a_built_guestos_disk_and_stops_it_on_sigterm() {
         .args(&vsock_args)
         .arg("--metrics-file")
         .arg(&metrics)
-        .args(["--shutdown-grace", "15s"])
+        .args(["--shutdown-grace", "90s"])
         .env("NOTIFY_SOCKET", &notify_path)
         .spawn()
         .unwrap();
@@ -361,7 +361,9 @@ fn runner_boots_a_built_guestos_disk_and_stops_it_on_sigterm() {
         metric(&again, "guestos_vm_boot_duration_seconds").unwrap()
     );
 
-    // SIGTERM: ACPI shutdown (or destroy after the grace), exit 0, nothing left.
+    // SIGTERM: ACPI shutdown, exit 0, nothing left. The grace is 90 s, so
+    // stopping well within it means the guest powered itself off (logind
+    // handles the power button) rather than being destroyed.
     let stopped = Instant::now();
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap()),
@@ -373,8 +375,8 @@ fn runner_boots_a_built_guestos_disk_and_stops_it_on_sigterm() {
             break status;
         }
         assert!(
-            stopped.elapsed() < Duration::from_secs(90),
-            "the runner did not stop within 90 s of SIGTERM"
+            stopped.elapsed() < Duration::from_secs(80),
+            "the guest did not power off within 80 s of SIGTERM (ACPI power button ignored?)"
         );
         std::thread::sleep(Duration::from_millis(200));
     };

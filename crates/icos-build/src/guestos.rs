@@ -49,7 +49,7 @@ pub const GRUB_VOLUME_ID: u32 = 0x0b00_70e6;
 /// (`openssl passwd -6 -salt icosdevroot guestos-dev`).
 pub const DEV_ROOT_PASSWORD_HASH: &str = "$6$icosdevroot$Q3N5Sw3ERtSJCl12tyBzXGodDB6swzl/vDXH6cGjSNupryMPqjPET.GTsXu6I2.1UMlQHWpwrh483JJtV5tS2/";
 /// Bumped whenever the customisation code changes what it writes.
-const CUSTOMISE_VERSION: &str = "4";
+const CUSTOMISE_VERSION: &str = "5";
 
 /// Build flavour, as IC's `prod` and `dev` images.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

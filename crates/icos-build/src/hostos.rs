@@ -84,7 +84,7 @@ pub const HOSTOS_EXTRA_MODULES: &[&str] = &[
 pub const HOSTOS_INITRAMFS_PROGRAMS: &[&str] = &["usr/sbin/dmsetup"];
 
 /// Bumped whenever the customisation code changes what it writes.
-const CUSTOMISE_VERSION: &str = "1";
+const CUSTOMISE_VERSION: &str = "2";
 const STAGES: usize = 13;
 
 /// Our programs in the image: (cargo package, binary, path in the image).

@@ -20,7 +20,7 @@
 //! | `etc/machine-id` | empty | systemd makes a transient id on a read-only root |
 //! | `usr/share/man/*`, `usr/share/info/*`, `usr/share/locale/*` | drop | size |
 //! | files under `usr/share/doc/` but `copyright` | drop | size; licences stay |
-//! | kernel modules outside [`KEEP_MODULES`] | drop | size: only what a virtio VM with dm-verity, dm-crypt, ext4, vfat, XFS, vsock, nftables and a USB (xHCI) CONFIG disk needs |
+//! | kernel modules outside [`KEEP_MODULES`] | drop | size: only what a virtio VM with dm-verity, dm-crypt, ext4, vfat, XFS, vsock, nftables, a USB (xHCI) CONFIG disk and the ACPI power button need |
 //!
 //! Every entry then gets mtime = the build epoch; owners, modes, device
 //! numbers, hard links and extended attributes (`SCHILY.xattr.*`) are kept.
@@ -41,9 +41,13 @@ pub const KEEP_MODULES: &[&str] = &[
     "arch/x86/crypto/",
     "block/t10-pi.ko",
     "crypto/",
+    // The ACPI power button and input events: logind powers the VM off
+    // when the host presses the button (graceful shutdown by the runner).
+    "drivers/acpi/button.ko",
     "drivers/block/virtio_blk.ko",
     "drivers/char/hw_random/virtio-rng.ko",
     "drivers/char/virtio_console.ko",
+    "drivers/input/evdev.ko",
     "drivers/md/",
     "drivers/net/net_failover.ko",
     "drivers/net/virtio_net.ko",
