@@ -28,6 +28,8 @@ packages=(
   "cpio:cpio"                         # initramfs archive checks
   "nodejs:node"                       # the JavaScript agent test (icos-testnet-replica)
   "npm:npm"                           # its pinned packages (npm ci)
+  "iproute2:ip"                       # network namespaces, bridges and taps of VM tests
+  "iputils-ping:ping"                 # VM tests ping the guest's IPv6 address
   "mmdebstrap:mmdebstrap"             # GuestOS root file system (icos build)
   "dpkg:dpkg-deb"                     # unpacking the locked GRUB packages (icos build)
   "git:git"                           # image version = git rev-parse HEAD (icos build)

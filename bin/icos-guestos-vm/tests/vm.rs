@@ -15,6 +15,11 @@
 //! (`guestos_vm_boot_duration_seconds`) and the runner's RSS while the VM
 //! runs.
 //!
+//! Network: the runner runs inside a network namespace the test creates,
+//! with the guest's NIC on a tap in a bridge that holds the node's IPv6
+//! gateway address; once the guest is up, the test pings the guest's
+//! deterministic IPv6 address from the namespace.
+//!
 //! `ICOS_GUESTOS_VM_TEST_IMAGE=PATH/disk-img.tar.zst` uses a ready image
 //! instead of building one (for development).
 
@@ -120,6 +125,86 @@ fn hostos_config(path: &Path) {
     fs::write(path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
 }
 
+/// A network namespace with a bridge `br0` holding `gateway/64` and a tap
+/// `tap0` on it; deleted on drop.
+struct Netns(String);
+
+impl Netns {
+    fn new(gateway: &str) -> Netns {
+        let name = format!("icos-gvm-{}", std::process::id());
+        let ns = Netns(name.clone());
+        let ip = |args: &[&str]| {
+            let out = Command::new("ip").args(args).output().unwrap();
+            assert!(
+                out.status.success(),
+                "ip {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        ip(&["netns", "add", &name]);
+        for args in [
+            vec!["link", "set", "lo", "up"],
+            vec!["link", "add", "br0", "type", "bridge"],
+            vec![
+                "addr",
+                "add",
+                &format!("{gateway}/64"),
+                "dev",
+                "br0",
+                "nodad",
+            ],
+            vec!["link", "set", "br0", "up"],
+            vec!["tuntap", "add", "dev", "tap0", "mode", "tap"],
+            vec!["link", "set", "tap0", "master", "br0"],
+            vec!["link", "set", "tap0", "up"],
+        ] {
+            let mut full = vec!["-n", name.as_str()];
+            full.extend(args);
+            ip(&full);
+        }
+        ns
+    }
+
+    fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.0]).arg(program);
+        c
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.0])
+            .status();
+    }
+}
+
+/// The guest's deterministic IPv6 address for `config` (`icos net ipv6`).
+fn guest_ipv6(bin: &Path, config: &Path) -> String {
+    let c: serde_json::Value = serde_json::from_str(&fs::read_to_string(config).unwrap()).unwrap();
+    let icos = &c["icos_settings"];
+    let out = Command::new(bin.join("icos"))
+        .args(["net", "ipv6", "--node-type", "guestos", "--mgmt-mac"])
+        .arg(icos["mgmt_mac"].as_str().unwrap())
+        .arg("--deployment-environment")
+        .arg(icos["deployment_environment"].as_str().unwrap())
+        .arg("--prefix")
+        .arg(
+            c["network_settings"]["ipv6_config"]["Deterministic"]["prefix"]
+                .as_str()
+                .unwrap(),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
 /// Kills a child on drop (test cleanup on panic too).
 struct Guard(Child);
 
@@ -167,6 +252,8 @@ fn runner_boots_a_built_guestos_disk_and_stops_it_on_sigterm() {
         ("qemu-system-x86_64", "qemu-system-x86"),
         ("mkfs.vfat", "dosfstools"),
         ("mcopy", "mtools"),
+        ("ip", "iproute2"),
+        ("ping", "iputils-ping"),
     ] {
         require(tool, package);
     }
@@ -179,6 +266,16 @@ fn runner_boots_a_built_guestos_disk_and_stops_it_on_sigterm() {
     let disk = guestos_disk(&bin, dir);
     let config = dir.join("hostos.json");
     hostos_config(&config);
+    let ns = {
+        let c: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(&config).unwrap()).unwrap();
+        Netns::new(
+            c["network_settings"]["ipv6_config"]["Deterministic"]["gateway"]
+                .as_str()
+                .unwrap(),
+        )
+    };
+    let guest_addr = guest_ipv6(&bin, &config);
     let work = dir.join("run");
     fs::create_dir_all(&work).unwrap();
     let metrics = dir.join("guestos_vm.prom");
@@ -229,7 +326,10 @@ fn runner_boots_a_built_guestos_disk_and_stops_it_on_sigterm() {
         ),
     }
 
-    let runner = Command::new(env!("CARGO_BIN_EXE_icos-guestos-vm"))
+    // `ip netns exec` execs the runner in place: the child's pid is the
+    // runner's.
+    let runner = ns
+        .command(env!("CARGO_BIN_EXE_icos-guestos-vm"))
         .arg("run")
         .arg("--config")
         .arg(&config)
@@ -237,7 +337,7 @@ fn runner_boots_a_built_guestos_disk_and_stops_it_on_sigterm() {
         .arg(&disk)
         .arg("--work-dir")
         .arg(&work)
-        .args(["--net", "user", "--accel", "tcg"])
+        .args(["--net", "tap:tap0", "--accel", "tcg"])
         .args(&vsock_args)
         .arg("--metrics-file")
         .arg(&metrics)
@@ -304,6 +404,26 @@ fn runner_boots_a_built_guestos_disk_and_stops_it_on_sigterm() {
         messages.contains("STATUS=GuestOS VM running\n"),
         "{messages:?}"
     );
+
+    // The guest answers on its deterministic IPv6 address across the bridge.
+    let pinged = Instant::now();
+    loop {
+        let out = ns
+            .command("ping")
+            .args(["-6", "-c", "2", "-W", "2", &guest_addr])
+            .output()
+            .unwrap();
+        if out.status.success() {
+            eprintln!("ping {guest_addr}: ok");
+            break;
+        }
+        assert!(
+            pinged.elapsed() < Duration::from_secs(60),
+            "the guest does not answer ping on {guest_addr}:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
 
     // vsock: did the guest reach the agent?
     if vhost.is_some() {
