@@ -142,10 +142,14 @@ impl Paths {
     }
 }
 
-/// Writes `data` to `path` (creating its folder) through a temporary file
-/// in the same folder, then sets `mode`.
+/// Writes `data` to `path` (creating its folder) durably: a temporary file
+/// in the same folder created with `mode`, written and fsynced, renamed
+/// over `path`, then the folder fsynced. A VM killed at any point leaves
+/// either no file or the whole file (the storage key must never be found
+/// empty after a crash).
 pub(crate) fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let dir = path.parent().unwrap_or(Path::new("/"));
     std::fs::create_dir_all(dir).map_err(InitError::io("creating", dir))?;
     let name = path
@@ -153,8 +157,20 @@ pub(crate) fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<()> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp"));
-    std::fs::write(&tmp, data).map_err(InitError::io("writing", &tmp))?;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
-        .map_err(InitError::io("setting the mode of", &tmp))?;
-    std::fs::rename(&tmp, path).map_err(InitError::io("renaming into", path))
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(InitError::io("creating", &tmp))?;
+    f.write_all(data)
+        .and_then(|()| f.set_permissions(std::fs::Permissions::from_mode(mode)))
+        .and_then(|()| f.sync_all())
+        .map_err(InitError::io("writing", &tmp))?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(InitError::io("renaming into", path))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(InitError::io("syncing", dir))
 }
