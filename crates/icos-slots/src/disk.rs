@@ -10,7 +10,6 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::error::SlotsError;
-use crate::fat::{FatProblem, locate_root_file};
 
 /// The file name of the environment block on the grub partition.
 pub const GRUBENV_FILE: &str = "grubenv";
@@ -269,29 +268,30 @@ impl<D: Read + Seek> SlotDisk<D> {
             b: slot(["B_boot", "B_root", "B_var"])?,
         };
         let grub = layout.grub.clone();
-        let located = locate_root_file(&mut dev, grub.offset, grub.size, GRUBENV_FILE).map_err(
-            |p| match p {
-                FatProblem::Io(source) => SlotsError::Io {
+        let located = {
+            let mut part = icos_fat::Window::new(&mut dev, grub.offset, grub.size);
+            icos_fat::find_root_file(&mut part, GRUBENV_FILE).map_err(|e| match e {
+                icos_fat::FatError::Io { source, .. } => SlotsError::Io {
                     disk: path.clone(),
                     partition: grub.name.clone(),
                     action: "reading the FAT file system of",
                     offset: 0,
                     cause: source,
                 },
-                FatProblem::Bad(reason) => SlotsError::GrubenvFile {
+                other => SlotsError::GrubenvFile {
                     disk: path.clone(),
                     partition: grub.name.clone(),
-                    reason,
+                    reason: other.to_string(),
                 },
-            },
-        )?;
-        if located.size != BLOCK_SIZE as u64 {
+            })?
+        };
+        if located.len != BLOCK_SIZE as u64 {
             return Err(SlotsError::GrubenvFile {
                 disk: path,
                 partition: grub.name,
                 reason: format!(
                     "the file is {} bytes; a GRUB environment block is exactly {BLOCK_SIZE}",
-                    located.size
+                    located.len
                 ),
             });
         }

@@ -56,7 +56,6 @@
 
 mod disk;
 mod error;
-mod fat;
 mod install;
 #[cfg(test)]
 mod tests;
