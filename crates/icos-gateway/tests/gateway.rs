@@ -52,6 +52,24 @@ async fn start_replicas(t: &Arc<Testnet>) -> Vec<RunningReplica> {
     out
 }
 
+/// The router in front of `replicas` (one per subnet), its routing table
+/// written into `dir`.
+async fn start_router(
+    t: &Testnet,
+    replicas: &[RunningReplica],
+    dir: &Path,
+) -> icos_boundary::RunningRouter {
+    let table = dir.join("table.json");
+    let json = t.routing_table(|s, _| Some(format!("http://{}", replicas[s].local_addr())));
+    std::fs::write(&table, json.to_string()).unwrap();
+    icos_boundary::start(icos_boundary::RouterConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        table,
+    ))
+    .await
+    .unwrap()
+}
+
 /// A man in the middle between a gateway and the router that changes the
 /// hello.txt body inside every reply.
 async fn tampering_proxy(upstream: SocketAddr) -> SocketAddr {
@@ -144,15 +162,7 @@ async fn gateway_serves_verifies_and_refuses() {
     let t = testnet();
     let replicas = start_replicas(&t).await;
     let dir = tempfile::tempdir().unwrap();
-    let table = dir.path().join("table.json");
-    let json = t.routing_table(|s, _| Some(format!("http://{}", replicas[s].local_addr())));
-    std::fs::write(&table, json.to_string()).unwrap();
-    let router = icos_boundary::start(icos_boundary::RouterConfig::new(
-        "127.0.0.1:0".parse().unwrap(),
-        table,
-    ))
-    .await
-    .unwrap();
+    let router = start_router(&t, &replicas, dir.path()).await;
     let denied = t.subnets[1].counter_id;
     let denylist = dir.path().join("denylist.json");
     std::fs::write(&denylist, format!("[\"{denied}\"]")).unwrap();
@@ -492,15 +502,7 @@ async fn api_requests_are_forwarded_to_the_router() {
     let t = testnet();
     let replicas = start_replicas(&t).await;
     let dir = tempfile::tempdir().unwrap();
-    let table = dir.path().join("table.json");
-    let json = t.routing_table(|s, _| Some(format!("http://{}", replicas[s].local_addr())));
-    std::fs::write(&table, json.to_string()).unwrap();
-    let router = icos_boundary::start(icos_boundary::RouterConfig::new(
-        "127.0.0.1:0".parse().unwrap(),
-        table,
-    ))
-    .await
-    .unwrap();
+    let router = start_router(&t, &replicas, dir.path()).await;
     let denylist = dir.path().join("denylist.json");
     std::fs::write(&denylist, "[]").unwrap();
     let gw = gateway(router.local_addr(), RootKey::Fetch, &denylist).await;
@@ -639,15 +641,7 @@ async fn https_serves_the_same_pages() {
         "-out",
         "cert.pem",
     ]);
-    let table = dir.path().join("table.json");
-    let json = t.routing_table(|s, _| Some(format!("http://{}", replicas[s].local_addr())));
-    std::fs::write(&table, json.to_string()).unwrap();
-    let router = icos_boundary::start(icos_boundary::RouterConfig::new(
-        "127.0.0.1:0".parse().unwrap(),
-        table,
-    ))
-    .await
-    .unwrap();
+    let router = start_router(&t, &replicas, dir.path()).await;
     let mut c = GatewayConfig::new(
         "127.0.0.1:0".parse().unwrap(),
         format!("http://{}", router.local_addr()),
