@@ -106,17 +106,7 @@ pub fn apply(paths: &Paths, config: &GuestOSConfig) -> Result<std::path::PathBuf
 mod tests {
     use super::*;
 
-    fn golden(name: &str, actual: &str) {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("golden")
-            .join(name);
-        if std::env::var_os("UPDATE_GOLDEN").is_some() {
-            std::fs::write(&path, actual).unwrap();
-        }
-        let expected = std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("{}: {e} (UPDATE_GOLDEN=1 writes it)", path.display()));
-        assert_eq!(actual, expected, "{} differs", path.display());
-    }
+    use crate::golden;
 
     #[test]
     fn ipv6_only() {

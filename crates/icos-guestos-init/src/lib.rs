@@ -174,3 +174,19 @@ pub(crate) fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<()> {
         .and_then(|d| d.sync_all())
         .map_err(InitError::io("syncing", dir))
 }
+
+/// Compares `actual` with the golden file `golden/<name>` of this crate;
+/// `UPDATE_GOLDEN=1` rewrites the file.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub(crate) fn golden(name: &str, actual: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("golden")
+        .join(name);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, actual).unwrap();
+    }
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (UPDATE_GOLDEN=1 writes it)", path.display()));
+    assert_eq!(actual, expected, "{} differs", path.display());
+}

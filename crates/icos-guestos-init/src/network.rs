@@ -127,17 +127,7 @@ mod tests {
     use super::*;
     use icos_config::{FixedIpv6Config, Ipv4Config};
 
-    fn golden(name: &str, actual: &str) {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("golden")
-            .join(name);
-        if std::env::var_os("UPDATE_GOLDEN").is_some() {
-            std::fs::write(&path, actual).unwrap();
-        }
-        let expected = std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("{}: {e} (UPDATE_GOLDEN=1 writes it)", path.display()));
-        assert_eq!(actual, expected, "{} differs", path.display());
-    }
+    use crate::golden;
 
     fn dev() -> GuestOSConfig {
         icos_config_media::dev_guestos_config().unwrap()
