@@ -37,6 +37,13 @@ pub struct HostosArgs {
     /// Output folder; artifacts go to DIR/hostos/.
     #[arg(long, value_name = "DIR", default_value = "out")]
     out: PathBuf,
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+/// Flags every image build takes.
+#[derive(Debug, Args)]
+pub struct CommonArgs {
     /// Image version [default: `git rev-parse HEAD` of the source tree].
     #[arg(long = "version", id = "image_version", value_name = "VERSION")]
     version: Option<String>,
@@ -75,27 +82,11 @@ pub struct GuestosArgs {
     /// Output folder; artifacts go to DIR/guestos/.
     #[arg(long, value_name = "DIR", default_value = "out")]
     out: PathBuf,
-    /// Image version [default: `git rev-parse HEAD` of the source tree].
-    #[arg(long = "version", id = "image_version", value_name = "VERSION")]
-    version: Option<String>,
     /// Replica binary installed as /opt/ic/bin/replica [default: icos-testnet-replica, built from the source tree].
     #[arg(long, value_name = "FILE")]
     replica: Option<PathBuf>,
-    /// The icos source tree [default: the nearest parent of the working directory with images/guestos/packages.lock].
-    #[arg(long, value_name = "DIR")]
-    source: Option<PathBuf>,
-    /// Cache directory [default: $ICOS_CACHE, $XDG_CACHE_HOME/icos or ~/.cache/icos].
-    #[arg(long, value_name = "DIR")]
-    cache: Option<PathBuf>,
-    /// Never download: every package must be cached.
-    #[arg(long)]
-    offline: bool,
-    /// Download packages from this mirror instead of the lock's.
-    #[arg(long, value_name = "URL")]
-    mirror: Option<String>,
-    /// Print the build report as JSON on stdout.
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    common: CommonArgs,
 }
 
 /// Runs an `icos build` subcommand.
@@ -131,15 +122,16 @@ fn source_or_cwd(source: Option<PathBuf>) -> Result<PathBuf, Failure> {
 }
 
 fn hostos(args: HostosArgs) -> CmdResult {
-    let mut opts = HostOsOptions::new(source_or_cwd(args.source)?);
+    let c = args.common;
+    let mut opts = HostOsOptions::new(source_or_cwd(c.source)?);
     opts.out = args.out;
-    opts.version = args.version;
-    opts.cache = args.cache;
-    opts.offline = args.offline;
-    opts.mirror = args.mirror;
+    opts.version = c.version;
+    opts.cache = c.cache;
+    opts.offline = c.offline;
+    opts.mirror = c.mirror;
     opts.progress = ProgressMode::Auto;
     let report = icos_build::build_hostos(&opts).map_err(classify)?;
-    print_report("HostOS", "", &report, args.json)
+    print_report("HostOS", "", &report, c.json)
 }
 
 /// Prints a build report: JSON, or a summary line, the root hash and the
@@ -171,22 +163,22 @@ fn print_report(what: &str, flavour: &str, report: &BuildReport, json: bool) -> 
 }
 
 fn guestos(args: GuestosArgs) -> CmdResult {
-    let source = source_or_cwd(args.source)?;
-    let mut opts = GuestOsOptions::new(source);
+    let c = args.common;
+    let mut opts = GuestOsOptions::new(source_or_cwd(c.source)?);
     opts.out = args.out;
     opts.env = match args.env {
         EnvArg::Dev => Env::Dev,
         EnvArg::Prod => Env::Prod,
     };
-    opts.version = args.version;
+    opts.version = c.version;
     opts.replica = args.replica;
-    opts.cache = args.cache;
-    opts.offline = args.offline;
-    opts.mirror = args.mirror;
+    opts.cache = c.cache;
+    opts.offline = c.offline;
+    opts.mirror = c.mirror;
     opts.progress = ProgressMode::Auto;
     let report = icos_build::build_guestos(&opts).map_err(classify)?;
     let flavour = format!(" ({})", opts.env.as_str());
-    print_report("GuestOS", &flavour, &report, args.json)
+    print_report("GuestOS", &flavour, &report, c.json)
 }
 
 fn classify(e: BuildError) -> Failure {
