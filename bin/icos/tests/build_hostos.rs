@@ -451,6 +451,8 @@ fn boots_to_the_success_marker() {
     assert!(line.contains("config=/dev/mapper/hostlvm-config"), "{line}");
     assert!(line.contains("hostlvm-guestos"), "{line}");
     assert!(line.contains("failed_units=[]"), "{line}");
+    // Without a config on the config volume, the GuestOS VM stays off.
+    assert!(line.contains("runner_rss_kib=none"), "{line}");
     assert!(
         serial.contains("initramfs: hostlvm PV /dev/vda3"),
         "{serial}"
