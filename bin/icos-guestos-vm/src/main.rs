@@ -139,6 +139,38 @@ struct VmArgs {
     /// An NNS public key override (PEM) for the CONFIG media (dev).
     #[arg(long, value_name = "FILE")]
     nns_public_key: Option<PathBuf>,
+
+    /// Take the extras that exist in DIR, as SetupOS leaves them on HostOS's
+    /// config volume: `node_operator_private_key.pem`,
+    /// `ssh_authorized_keys/` and `nns_public_key_override.pem`. A flag
+    /// naming one of them explicitly wins.
+    #[arg(long, value_name = "DIR")]
+    extras_from: Option<PathBuf>,
+}
+
+/// The extras' paths: the explicit flags, else what exists in
+/// `--extras-from`.
+fn extra_paths(args: &VmArgs) -> ExtraPaths {
+    let found = |name: &str| {
+        args.extras_from
+            .as_ref()
+            .map(|d| d.join(name))
+            .filter(|p| p.exists())
+    };
+    ExtraPaths {
+        node_operator_private_key: args
+            .node_operator_key
+            .clone()
+            .or_else(|| found("node_operator_private_key.pem")),
+        ssh_authorized_keys_dir: args
+            .ssh_keys_dir
+            .clone()
+            .or_else(|| found("ssh_authorized_keys")),
+        nns_public_key_override: args
+            .nns_public_key
+            .clone()
+            .or_else(|| found("nns_public_key_override.pem")),
+    }
 }
 
 #[derive(Debug, Args)]
@@ -278,12 +310,8 @@ fn setup(args: &VmArgs) -> Result<Setup, Failure> {
     let disk = std::fs::canonicalize(&args.disk)
         .with_context(|| format!("guest disk {}", args.disk.display()))
         .map_err(Failure::BadInput)?;
-    let (extras, skipped) = Extras::load(&ExtraPaths {
-        node_operator_private_key: args.node_operator_key.clone(),
-        ssh_authorized_keys_dir: args.ssh_keys_dir.clone(),
-        nns_public_key_override: args.nns_public_key.clone(),
-    })
-    .map_err(|e| Failure::BadInput(e.into()))?;
+    let (extras, skipped) =
+        Extras::load(&extra_paths(args)).map_err(|e| Failure::BadInput(e.into()))?;
     for path in skipped {
         tracing::warn!(file = %path.display(), "not an allowed SSH key file name; left out of the CONFIG media");
     }

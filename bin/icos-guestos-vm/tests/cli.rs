@@ -223,6 +223,50 @@ fn show_writes_nothing_and_prepare_commits_the_trial_boot() {
         BootState::new(Slot::B, BootCycle::FirstBoot)
     );
 
+    // The extras SetupOS leaves on the config volume go onto the media.
+    let extras = d.join("boot-config");
+    std::fs::create_dir_all(extras.join("ssh_authorized_keys")).unwrap();
+    std::fs::write(
+        extras.join("ssh_authorized_keys/admin"),
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG2ahLNJ5kN0I9vlUHzGDY7F1SoTQWwuJPG3aRv1MElP admin\n",
+    )
+    .unwrap();
+    let out = cmd()
+        .arg("show")
+        .arg("--config")
+        .arg(&config)
+        .arg("--disk")
+        .arg(&disk)
+        .arg("--work-dir")
+        .arg(&work)
+        .args([
+            "--accel",
+            "tcg",
+            "--net",
+            "tap:vnet0",
+            "--json",
+            "--extras-from",
+        ])
+        .arg(&extras)
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let with_extras: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let members: Vec<String> =
+        serde_json::from_value(with_extras["config_media"]["members"].clone()).unwrap();
+    assert!(
+        members
+            .iter()
+            .any(|m| m.contains("accounts_ssh_authorized_keys/admin")),
+        "{members:?}"
+    );
+    assert!(
+        !members.iter().any(|m| m.contains("node_operator")),
+        "{members:?}"
+    );
+
     let prepared = run("prepare");
     assert_eq!(prepared["slot"], "B");
     assert_eq!(prepared["grubenv"]["written"], true);
