@@ -67,6 +67,21 @@ const CHUNK: usize = 1 << 20;
 pub enum OsArg {
     /// GuestOS.
     Guestos,
+    /// HostOS.
+    Hostos,
+    /// GuestOS and HostOS, one after the other in each build's source copy.
+    All,
+}
+
+impl OsArg {
+    /// The `icos build` targets, in build order.
+    fn targets(self) -> &'static [&'static str] {
+        match self {
+            OsArg::Guestos => &["guestos"],
+            OsArg::Hostos => &["hostos"],
+            OsArg::All => &["guestos", "hostos"],
+        }
+    }
 }
 
 /// The build variant.
@@ -94,7 +109,7 @@ pub struct ReproCheckArgs {
     /// The image to rebuild.
     #[arg(value_enum, default_value_t = OsArg::Guestos)]
     os: OsArg,
-    /// The build variant.
+    /// The GuestOS build variant (HostOS has one).
     #[arg(long, value_enum, default_value_t = EnvArg::Dev)]
     env: EnvArg,
     /// Build once and compare with these published sums (the verifier's
@@ -179,12 +194,17 @@ pub struct Report {
 
 /// Runs `icos repro-check`.
 pub fn run(args: ReproCheckArgs) -> CmdResult {
-    let OsArg::Guestos = args.os;
+    let targets = args.os.targets();
     // Inputs first: nothing is built for bad input.
     let published = match &args.against {
         Some(path) => Some(read_sums(path)?),
         None => None,
     };
+    if published.is_some() && targets.len() > 1 {
+        return Err(Failure::BadInput(anyhow!(
+            "--against compares one image's SHA256SUMS: name guestos or hostos, not all"
+        )));
+    }
     let parent = args.work_dir.clone().unwrap_or_else(default_work_parent);
 
     let report = if let Some(pair) = &args.compare {
@@ -207,15 +227,33 @@ pub fn run(args: ReproCheckArgs) -> CmdResult {
         let files = source_files(&source).bad_input()?;
         let report = match published {
             Some((sums_path, sums)) => {
-                let out = build(&Plan::a(work.path()), &source, &files, &version, args.env)?;
-                against(&sums_path, &sums, &out)?
+                let plan = Plan::a(work.path());
+                let out = build(&plan, &source, &files, &version, args.env, targets)?;
+                against(&sums_path, &sums, &out.join(targets[0]))?
             }
             None => {
-                let out_a = build(&Plan::a(work.path()), &source, &files, &version, args.env)?;
-                let out_b = build(&Plan::b(work.path()), &source, &files, &version, args.env)?;
-                let mut report = compare_outputs(&out_a, &out_b, &work.path().join("cmp"))?;
-                report.a = format!("build A ({})", out_a.display());
-                report.b = format!("build B ({})", out_b.display());
+                let (plan_a, plan_b) = (Plan::a(work.path()), Plan::b(work.path()));
+                let out_a = build(&plan_a, &source, &files, &version, args.env, targets)?;
+                let out_b = build(&plan_b, &source, &files, &version, args.env, targets)?;
+                let mut report = Report {
+                    a: format!("build A ({})", out_a.display()),
+                    b: format!("build B ({})", out_b.display()),
+                    identical: true,
+                    artifacts: Vec::new(),
+                    differences: Vec::new(),
+                };
+                for target in targets {
+                    let cmp = work.path().join("cmp").join(target);
+                    let part = compare_outputs(&out_a.join(target), &out_b.join(target), &cmp)?;
+                    report.identical &= part.identical;
+                    for mut row in part.artifacts {
+                        if targets.len() > 1 {
+                            row.artifact = format!("{target}/{}", row.artifact);
+                        }
+                        report.artifacts.push(row);
+                    }
+                    report.differences.extend(part.differences);
+                }
                 report
             }
         };
@@ -477,12 +515,15 @@ fn shared_deb_store() -> Option<PathBuf> {
         .map(|c| c.root().join("sha256"))
 }
 
+/// Builds `targets` from a fresh copy of the source as `plan` says;
+/// returns the output folder (holding `guestos/`, `hostos/`).
 fn build(
     plan: &Plan,
     source: &Path,
     files: &[PathBuf],
     version: &str,
     env: EnvArg,
+    targets: &[&str],
 ) -> CmdResult<PathBuf> {
     let started = Instant::now();
     eprintln!(
@@ -514,45 +555,41 @@ fn build(
         plan.copy.display()
     );
     let script = format!("umask {}; exec \"$@\"", plan.umask);
-    let status = Command::new("sh")
-        .arg("-c")
-        .arg(script)
-        .arg("sh")
-        .arg(&exe)
-        .args([
-            "build",
-            "guestos",
-            "--env",
-            env.as_str(),
-            "--version",
-            version,
-        ])
-        .arg("--source")
-        .arg(&plan.copy)
-        .arg("--cache")
-        .arg(&plan.cache)
-        .arg("--out")
-        .arg(&plan.out)
-        .current_dir(&plan.copy)
-        .env("TZ", plan.tz)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .status()
-        .context("starting icos build")
-        .failed()?;
-    if !status.success() {
-        return Err(Failure::Failed(anyhow!(
-            "build {} (icos build guestos --source {}) failed: {status}",
-            plan.label,
-            plan.copy.display()
-        )));
+    for target in targets {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c").arg(&script).arg("sh").arg(&exe);
+        cmd.args(["build", target, "--version", version]);
+        if *target == "guestos" {
+            cmd.args(["--env", env.as_str()]);
+        }
+        let status = cmd
+            .arg("--source")
+            .arg(&plan.copy)
+            .arg("--cache")
+            .arg(&plan.cache)
+            .arg("--out")
+            .arg(&plan.out)
+            .current_dir(&plan.copy)
+            .env("TZ", plan.tz)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .status()
+            .context("starting icos build")
+            .failed()?;
+        if !status.success() {
+            return Err(Failure::Failed(anyhow!(
+                "build {} (icos build {target} --source {}) failed: {status}",
+                plan.label,
+                plan.copy.display()
+            )));
+        }
     }
     eprintln!(
         "icos repro-check: build {} done in {:.0} s",
         plan.label,
         started.elapsed().as_secs_f64()
     );
-    Ok(plan.out.join("guestos"))
+    Ok(plan.out.clone())
 }
 
 // ---------------------------------------------------------------------------
