@@ -88,34 +88,38 @@ enum Command {
     /// Write a request envelope (CBOR) to send with curl or a load
     /// generator: `POST /api/v3/canister/<ID>/query` (or `call`,
     /// `read_state`) with `Content-Type: application/cbor`.
-    Envelope {
-        /// The kind of request.
-        #[arg(long, value_enum, default_value_t = Kind::Query)]
-        kind: Kind,
-        /// The target canister (textual principal).
-        #[arg(long)]
-        canister: String,
-        /// The method (query and call).
-        #[arg(long, default_value = "read")]
-        method: String,
-        /// The Candid argument as hex [default: no arguments, `DIDL\0\0`].
-        #[arg(long, default_value = "4449444c0000")]
-        arg_hex: String,
-        /// Sign as the Ed25519 identity with this 32-byte seed (hex);
-        /// anonymous without it.
-        #[arg(long)]
-        identity_seed: Option<String>,
-        /// A nonce (hex); requests with a nonce are never served from a
-        /// boundary node's query cache.
-        #[arg(long)]
-        nonce: Option<String>,
-        /// Seconds until the request expires (at most 360).
-        #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=360))]
-        expires_in: u64,
-        /// Where to write the envelope.
-        #[arg(short, long)]
-        out: PathBuf,
-    },
+    Envelope(EnvelopeArgs),
+}
+
+/// `envelope` flags.
+#[derive(Debug, clap::Args)]
+struct EnvelopeArgs {
+    /// The kind of request.
+    #[arg(long, value_enum, default_value_t = Kind::Query)]
+    kind: Kind,
+    /// The target canister (textual principal).
+    #[arg(long)]
+    canister: String,
+    /// The method (query and call).
+    #[arg(long, default_value = "read")]
+    method: String,
+    /// The Candid argument as hex [default: no arguments, `DIDL\0\0`].
+    #[arg(long, default_value = "4449444c0000")]
+    arg_hex: String,
+    /// Sign as the Ed25519 identity with this 32-byte seed (hex);
+    /// anonymous without it.
+    #[arg(long)]
+    identity_seed: Option<String>,
+    /// A nonce (hex); requests with a nonce are never served from a
+    /// boundary node's query cache.
+    #[arg(long)]
+    nonce: Option<String>,
+    /// Seconds until the request expires (at most 360).
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=360))]
+    expires_in: u64,
+    /// Where to write the envelope.
+    #[arg(short, long)]
+    out: PathBuf,
 }
 
 /// Kinds of request an envelope can carry.
@@ -189,25 +193,7 @@ fn run(command: Command) -> Result<(), Failure> {
             println!("{:#}", t.routing_table(url));
             Ok(())
         }
-        Command::Envelope {
-            kind,
-            canister,
-            method,
-            arg_hex,
-            identity_seed,
-            nonce,
-            expires_in,
-            out,
-        } => envelope(
-            kind,
-            &canister,
-            method,
-            &arg_hex,
-            identity_seed.as_deref(),
-            nonce.as_deref(),
-            expires_in,
-            &out,
-        ),
+        Command::Envelope(args) => envelope(&args),
         Command::Serve {
             config,
             subnet,
@@ -236,26 +222,17 @@ fn run(command: Command) -> Result<(), Failure> {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn envelope(
-    kind: Kind,
-    canister: &str,
-    method: String,
-    arg_hex: &str,
-    identity_seed: Option<&str>,
-    nonce: Option<&str>,
-    expires_in: u64,
-    out: &Path,
-) -> Result<(), Failure> {
+fn envelope(args: &EnvelopeArgs) -> Result<(), Failure> {
     use icos_testnet_replica::envelope::{NewRequest, RequestType, encode_request};
+    let canister = &args.canister;
     let bad = |e: anyhow::Error| Failure::BadInput(e);
     let hex_arg =
         |flag: &str, v: &str| hex::decode(v).with_context(|| format!("{flag} '{v}' is not hex"));
     let canister_id = candid::Principal::from_text(canister)
         .with_context(|| format!("--canister '{canister}' is not a principal"))
         .map_err(bad)?;
-    let arg = hex_arg("--arg-hex", arg_hex).map_err(bad)?;
-    let signer = match identity_seed {
+    let arg = hex_arg("--arg-hex", &args.arg_hex).map_err(bad)?;
+    let signer = match args.identity_seed.as_deref() {
         None => None,
         Some(s) => {
             let seed: [u8; 32] = hex_arg("--identity-seed", s)
@@ -270,11 +247,13 @@ fn envelope(
             Some(icos_testnet_replica::SigningKey::from(seed))
         }
     };
-    let nonce = nonce
+    let nonce = args
+        .nonce
+        .as_deref()
         .map(|n| hex_arg("--nonce", n))
         .transpose()
         .map_err(bad)?;
-    let (request_type, paths) = match kind {
+    let (request_type, paths) = match args.kind {
         Kind::Query => (RequestType::Query, Vec::new()),
         Kind::Call => (RequestType::Call, Vec::new()),
         Kind::ReadState => (RequestType::ReadState, vec![vec![b"time".to_vec()]]),
@@ -283,15 +262,15 @@ fn envelope(
     let req = NewRequest {
         request_type,
         canister_id,
-        method_name: method,
+        method_name: args.method.clone(),
         arg,
         paths,
-        ingress_expiry: now + expires_in * 1_000_000_000,
+        ingress_expiry: now + args.expires_in * 1_000_000_000,
         nonce,
     };
     let (body, id) = encode_request(&req, signer.as_ref());
-    std::fs::write(out, body)
-        .with_context(|| format!("writing {}", out.display()))
+    std::fs::write(&args.out, body)
+        .with_context(|| format!("writing {}", args.out.display()))
         .map_err(Failure::Failed)?;
     let id: String = id.iter().map(|b| format!("{b:02x}")).collect();
     println!("{id}");
