@@ -18,7 +18,8 @@ use std::time::Duration;
 use anyhow::{Context, anyhow};
 use clap::{Parser, Subcommand};
 use icos_guestos_init::{
-    InitError, Paths, accounts, bootstrap, console, firewall, network, replica, storage, vsock,
+    InitError, Paths, accounts, bootstrap, boundary, console, firewall, network, replica, storage,
+    vsock,
 };
 
 const AFTER_HELP: &str = "\
@@ -28,7 +29,8 @@ Exit codes:
   2  usage error, or the config breaks a rule the step needs";
 
 /// GuestOS early boot: run one step (in IC-OS's order: storage, bootstrap,
-/// network, firewall, accounts, replica-config; then vsock and ready).
+/// network, firewall, accounts, replica-config; then vsock and ready;
+/// boundary-config instead of replica-config on Boundary-GuestOS).
 #[derive(Debug, Parser)]
 #[command(name = "icos-guestos-init", version, about, after_help = AFTER_HELP)]
 struct Cli {
@@ -73,14 +75,20 @@ enum Step {
         /// Write only; do not run nft.
         #[arg(long)]
         no_load: bool,
+        /// Which node's ports to open: replica or boundary.
+        #[arg(long, default_value = "replica")]
+        profile: firewall::Profile,
     },
     /// Set up the role accounts' homes, SSH keys and the SSH host key.
     Accounts,
     /// Write the payload's configuration.
     ReplicaConfig,
+    /// Boundary-GuestOS instead of replica-config: the router's and the
+    /// gateway's command lines, and the gateway's TLS certificate.
+    BoundaryConfig,
     /// Ask HostOS for its version over vsock, when there is a vsock device.
     Vsock,
-    /// Wait until the payload answers its status endpoint.
+    /// Wait until the payload answers its status endpoint (on [::1]).
     Ready {
         /// How long to wait, in seconds.
         #[arg(long, default_value_t = 180)]
@@ -88,6 +96,9 @@ enum Step {
         /// The payload's port.
         #[arg(long, default_value_t = replica::HTTP_PORT)]
         port: u16,
+        /// The path to ask; any 2xx answer is ready.
+        #[arg(long, default_value = replica::STATUS_PATH)]
+        path: String,
     },
 }
 
@@ -100,6 +111,7 @@ impl Step {
             Step::Firewall { .. } => "firewall",
             Step::Accounts => "accounts",
             Step::ReplicaConfig => "replica-config",
+            Step::BoundaryConfig => "boundary-config",
             Step::Vsock => "vsock",
             Step::Ready { .. } => "ready",
         }
@@ -217,9 +229,9 @@ fn run(paths: &Paths, console: &Path, step: &Step) -> Result<Option<String>, Fai
             let path = network::apply(paths, &c)?;
             Ok(Some(path.display().to_string()))
         }
-        Step::Firewall { no_load } => {
+        Step::Firewall { no_load, profile } => {
             let c = load_config(paths)?;
-            let path = firewall::apply(paths, &c)?;
+            let path = firewall::apply(paths, &c, *profile)?;
             if !no_load {
                 let out = Command::new("nft")
                     .arg("-f")
@@ -262,6 +274,22 @@ fn run(paths: &Paths, console: &Path, step: &Step) -> Result<Option<String>, Fai
                 replica::replica_args()
             )))
         }
+        Step::BoundaryConfig => {
+            let c = load_config(paths)?;
+            let a = boundary::apply(paths, &c)?;
+            let cert = if a.new_certificate { "new" } else { "kept" };
+            let key = if a.fetch_root_key {
+                "from the routing table"
+            } else {
+                "NNS public key"
+            };
+            Ok(Some(format!(
+                "router on [::1]:{}, gateway for {} ({:?}) on 80 and 443, {cert} certificate, root key: {key}",
+                boundary::ROUTER_PORT,
+                a.domain,
+                a.source
+            )))
+        }
         Step::Vsock => {
             if !vsock::has_vsock_device(paths) {
                 tracing::info!("no vsock device");
@@ -284,15 +312,20 @@ fn run(paths: &Paths, console: &Path, step: &Step) -> Result<Option<String>, Fai
             say(console, &line);
             Ok(None)
         }
-        Step::Ready { timeout_secs, port } => {
+        Step::Ready {
+            timeout_secs,
+            port,
+            path,
+        } => {
             let addr = SocketAddr::from((Ipv6Addr::LOCALHOST, *port));
             let took = replica::wait_ready(
                 addr,
+                path,
                 Duration::from_secs(*timeout_secs),
                 Duration::from_millis(500),
             )?;
             Ok(Some(format!(
-                "payload answers http://{addr}/api/v2/status (after {:.1} s)",
+                "payload answers http://{addr}{path} (after {:.1} s)",
                 took.as_secs_f64()
             )))
         }

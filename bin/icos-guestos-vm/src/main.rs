@@ -140,10 +140,15 @@ struct VmArgs {
     #[arg(long, value_name = "FILE")]
     nns_public_key: Option<PathBuf>,
 
+    /// The boundary router's routing table (JSON) for the CONFIG media
+    /// (Boundary-GuestOS).
+    #[arg(long, value_name = "FILE")]
+    routing_table: Option<PathBuf>,
+
     /// Take the extras that exist in DIR, as SetupOS leaves them on HostOS's
     /// config volume: `node_operator_private_key.pem`,
-    /// `ssh_authorized_keys/` and `nns_public_key_override.pem`. A flag
-    /// naming one of them explicitly wins.
+    /// `ssh_authorized_keys/`, `nns_public_key_override.pem` and
+    /// `routing_table.json`. A flag naming one of them explicitly wins.
     #[arg(long, value_name = "DIR")]
     extras_from: Option<PathBuf>,
 }
@@ -170,6 +175,10 @@ fn extra_paths(args: &VmArgs) -> ExtraPaths {
             .nns_public_key
             .clone()
             .or_else(|| found("nns_public_key_override.pem")),
+        routing_table: args
+            .routing_table
+            .clone()
+            .or_else(|| found("routing_table.json")),
     }
 }
 

@@ -43,7 +43,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Serve one replica of one subnet until SIGINT or SIGTERM.
+    /// Serve one replica of one subnet until SIGINT or SIGTERM; on stopping,
+    /// log how many requests (envelopes) it handled.
     Serve {
         /// The testnet configuration file (JSON).
         #[arg(long)]
@@ -304,7 +305,10 @@ fn serve(settings: ReplicaSettings, listen: SocketAddr) -> anyhow::Result<()> {
         icos_main::wait_for_shutdown_signal()
             .await
             .context("waiting for SIGINT or SIGTERM")?;
-        tracing::info!("stopping");
+        // How many requests reached this replica: tests of routers check
+        // where traffic went from it.
+        let requests_handled = replica.replica().requests_handled();
+        tracing::info!(requests_handled, "stopping");
         replica.shutdown().await.context("stopping the server")?;
         Ok(())
     })

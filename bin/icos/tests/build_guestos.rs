@@ -105,7 +105,7 @@ fn tampered_media(dir: &Path) -> PathBuf {
     let (extras, _) = icos_config_media::Extras::load(&icos_config_media::ExtraPaths {
         node_operator_private_key: Some(examples.join("node_operator_private_key.pem")),
         ssh_authorized_keys_dir: Some(examples.join("ssh_authorized_keys")),
-        nns_public_key_override: None,
+        ..icos_config_media::ExtraPaths::default()
     })
     .unwrap();
     let media = dir.join("config-media.img");

@@ -70,6 +70,45 @@ impl Env {
     }
 }
 
+/// What the GuestOS image runs: IC-OS's GuestOS (the replica) or
+/// Boundary-GuestOS (the IC API router and the HTTP gateway). Both share
+/// the GuestOS base: layout, packages, early boot, A/B slots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// GuestOS: `/opt/ic/bin/replica` and its units
+    /// (`images/guestos/rootfs-replica`).
+    Replica,
+    /// Boundary-GuestOS: `icos-boundary` and `icos-gateway` and their units
+    /// (`images/boundary-guestos/rootfs`), ports 80 and 443.
+    Boundary,
+}
+
+impl Role {
+    /// The output folder's name: `guestos` or `boundary-guestos`.
+    pub fn dir_name(self) -> &'static str {
+        match self {
+            Role::Replica => "guestos",
+            Role::Boundary => "boundary-guestos",
+        }
+    }
+
+    /// The role's overlay, above the common GuestOS one.
+    fn overlay(self, images: &Path) -> PathBuf {
+        match self {
+            Role::Replica => images.join("guestos").join("rootfs-replica"),
+            Role::Boundary => images.join("boundary-guestos").join("rootfs"),
+        }
+    }
+
+    /// Our programs in the image: (package, binary, path in the image).
+    fn binaries(self) -> &'static [(&'static str, &'static str, &'static str)] {
+        match self {
+            Role::Replica => &GUESTOS_BINARIES,
+            Role::Boundary => &BOUNDARY_BINARIES,
+        }
+    }
+}
+
 /// What to build and where.
 #[derive(Debug, Clone)]
 pub struct GuestOsOptions {
@@ -79,10 +118,12 @@ pub struct GuestOsOptions {
     pub out: PathBuf,
     /// `dev` or `prod`.
     pub env: Env,
+    /// GuestOS or Boundary-GuestOS.
+    pub role: Role,
     /// The version; `None`: `git rev-parse HEAD` of the source tree.
     pub version: Option<String>,
     /// The replica binary to install as `/opt/ic/bin/replica`; `None`:
-    /// `icos-testnet-replica`, built from the source tree.
+    /// `icos-testnet-replica`, built from the source tree. GuestOS only.
     pub replica: Option<PathBuf>,
     /// The cache root; `None`: [`Cache::default_location`].
     pub cache: Option<PathBuf>,
@@ -97,13 +138,14 @@ pub struct GuestOsOptions {
 }
 
 impl GuestOsOptions {
-    /// Defaults: dev, `out/`, version from git, the built-in replica,
-    /// default cache.
+    /// Defaults: GuestOS, dev, `out/`, version from git, the built-in
+    /// replica, default cache.
     pub fn new(source: impl Into<PathBuf>) -> GuestOsOptions {
         GuestOsOptions {
             source: source.into(),
             out: PathBuf::from("out"),
             env: Env::Dev,
+            role: Role::Replica,
             version: None,
             replica: None,
             cache: None,
@@ -129,7 +171,7 @@ pub struct Artifact {
 /// What a build produced.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct BuildReport {
-    /// `<out>/guestos`.
+    /// `<out>/guestos` (`<out>/boundary-guestos`, `<out>/hostos`).
     pub dir: PathBuf,
     /// The version built.
     pub version: String,
@@ -189,13 +231,20 @@ pub fn build_guestos(opts: &GuestOsOptions) -> Result<BuildReport> {
     let init_script = input(&guest_dir.join("initramfs/init"))?;
     let overlay_common = input(&guest_dir.join("rootfs"))?;
     let overlay_env = guest_dir.join(format!("rootfs-{}", opts.env.as_str()));
-    if let Some(r) = &opts.replica
-        && !r.is_file()
-    {
-        return Err(BuildError::Input {
-            path: r.clone(),
-            message: "--replica: not a file".into(),
-        });
+    let overlay_role = input(&opts.role.overlay(&images))?;
+    if let Some(r) = &opts.replica {
+        if opts.role != Role::Replica {
+            return Err(BuildError::Input {
+                path: r.clone(),
+                message: "--replica: only GuestOS runs a replica".into(),
+            });
+        }
+        if !r.is_file() {
+            return Err(BuildError::Input {
+                path: r.clone(),
+                message: "--replica: not a file".into(),
+            });
+        }
     }
 
     let lock = Lock::load(&lock_path)?;
@@ -256,10 +305,11 @@ pub fn build_guestos(opts: &GuestOsOptions) -> Result<BuildReport> {
     // Output: a temporary folder next to the final one, renamed at the end.
     fs::create_dir_all(&opts.out).map_err(BuildError::io("creating", &opts.out))?;
     let out = fs::canonicalize(&opts.out).map_err(BuildError::io("reading", &opts.out))?;
-    let final_dir = out.join("guestos");
+    let name = opts.role.dir_name();
+    let final_dir = out.join(name);
     let pid = std::process::id();
-    let tmp_out = out.join(format!(".guestos.tmp-{pid}"));
-    let work = out.join(format!(".guestos.work-{pid}"));
+    let tmp_out = out.join(format!(".{name}.tmp-{pid}"));
+    let work = out.join(format!(".{name}.work-{pid}"));
     let _cleanup = Cleanup(vec![tmp_out.clone(), work.clone()]);
     for d in [&tmp_out, &work] {
         if d.exists() {
@@ -320,16 +370,16 @@ pub fn build_guestos(opts: &GuestOsOptions) -> Result<BuildReport> {
     })?;
 
     // 2. Our binaries.
-    let bins = st.run("build our binaries (cargo --release --locked)", || {
-        build_binaries(&cargo, &src, &work)
+    let mut installed = st.run("build our binaries (cargo --release --locked)", || {
+        build_release_binaries(&cargo, &src, &work, opts.role.binaries(), name)
     })?;
-    let replica_bin = opts.replica.clone().unwrap_or_else(|| bins.replica.clone());
-    let installed: Vec<(&str, &Path)> = vec![
-        ("opt/ic/bin/icos", &bins.icos),
-        ("opt/ic/bin/icos-guestos-init", &bins.guestos_init),
-        ("opt/ic/bin/icos-vsock-guest", &bins.vsock_guest),
-        ("opt/ic/bin/replica", &replica_bin),
-    ];
+    if let Some(replica) = &opts.replica {
+        for (path, bin) in &mut installed {
+            if *path == REPLICA_PATH {
+                bin.clone_from(replica);
+            }
+        }
+    }
 
     // 3 + 4. Raw root file system.
     let mmdebstrap_version = tools::version_line(&mmdebstrap, &["--version"]);
@@ -372,6 +422,7 @@ pub fn build_guestos(opts: &GuestOsOptions) -> Result<BuildReport> {
             .key("raw", &raw_key)
             .str("env", opts.env.as_str())
             .dir("overlay", &overlay_common)?
+            .dir("overlay-role", &overlay_role)?
             .dir("overlay-env", &overlay_env)?
             .str("image-version", &version)
             .str("epoch", &epoch.to_string());
@@ -386,8 +437,7 @@ pub fn build_guestos(opts: &GuestOsOptions) -> Result<BuildReport> {
                 &raw_dir.join("rootfs.tar"),
                 tmp,
                 opts,
-                &overlay_common,
-                &overlay_env,
+                &[&overlay_common, &overlay_role, &overlay_env],
                 &installed,
                 &version,
             )
@@ -770,35 +820,69 @@ pub(crate) fn git_head(src: &Path) -> Result<String> {
     Ok(String::from_utf8_lossy(&out).trim().to_owned())
 }
 
-/// Our programs installed in the image, built from the source tree.
-#[derive(Debug, Clone)]
-pub(crate) struct OurBinaries {
-    /// `icos`.
-    pub icos: PathBuf,
-    /// `icos-guestos-init` (early boot).
-    pub guestos_init: PathBuf,
-    /// `icos-vsock-guest` (the vsock client).
-    pub vsock_guest: PathBuf,
-    /// `icos-testnet-replica`, the default payload.
-    pub replica: PathBuf,
-}
+/// Where the payload goes; `--replica FILE` replaces what is built there.
+const REPLICA_PATH: &str = "opt/ic/bin/replica";
 
-/// The packages and binaries [`build_binaries`] builds.
-const OUR_BINARIES: [(&str, &str); 4] = [
-    ("icos", "icos"),
-    ("icos-guestos-init-bin", "icos-guestos-init"),
-    ("icos-vsock-guest", "icos-vsock-guest"),
-    ("icos-testnet-replica-bin", "icos-testnet-replica"),
+/// GuestOS's programs: (package, binary, path in the image).
+const GUESTOS_BINARIES: [(&str, &str, &str); 4] = [
+    ("icos", "icos", "opt/ic/bin/icos"),
+    (
+        "icos-guestos-init-bin",
+        "icos-guestos-init",
+        "opt/ic/bin/icos-guestos-init",
+    ),
+    (
+        "icos-vsock-guest",
+        "icos-vsock-guest",
+        "opt/ic/bin/icos-vsock-guest",
+    ),
+    (
+        "icos-testnet-replica-bin",
+        "icos-testnet-replica",
+        REPLICA_PATH,
+    ),
 ];
 
-/// Builds our binaries for the image: `cargo build --release --locked` in
-/// a target directory of its own, with the source tree and `CARGO_HOME`
-/// remapped so no build path leaks into the binaries.
-fn build_binaries(
+/// Boundary-GuestOS's programs: the GuestOS base without the replica, and
+/// the router and the gateway.
+const BOUNDARY_BINARIES: [(&str, &str, &str); 5] = [
+    ("icos", "icos", "opt/ic/bin/icos"),
+    (
+        "icos-guestos-init-bin",
+        "icos-guestos-init",
+        "opt/ic/bin/icos-guestos-init",
+    ),
+    (
+        "icos-vsock-guest",
+        "icos-vsock-guest",
+        "opt/ic/bin/icos-vsock-guest",
+    ),
+    (
+        "icos-boundary-bin",
+        "icos-boundary",
+        "opt/ic/bin/icos-boundary",
+    ),
+    (
+        "icos-gateway-bin",
+        "icos-gateway",
+        "opt/ic/bin/icos-gateway",
+    ),
+];
+
+/// Programs to put in an image: (path in the image, built binary).
+pub(crate) type Installed = Vec<(&'static str, PathBuf)>;
+
+/// Builds our programs for an image (`list`: package, binary, path in the
+/// image) with `cargo build --release --locked` into `target/image`, with
+/// the source tree and `CARGO_HOME` remapped so no build path leaks into
+/// the binaries. Logs to `cargo-<log>.log` in `work`.
+pub(crate) fn build_release_binaries(
     cargo: &Path,
     src: &Path,
     work: &Path,
-) -> Result<(OurBinaries, StageStatus, String)> {
+    list: &[(&str, &str, &'static str)],
+    log: &str,
+) -> Result<(Installed, StageStatus, String)> {
     let target = src.join("target").join("image");
     let release = target.join("release");
     let stamp = |name: &str| {
@@ -806,7 +890,7 @@ fn build_binaries(
             .and_then(|m| m.modified())
             .ok()
     };
-    let before: Vec<_> = OUR_BINARIES.iter().map(|(_, b)| stamp(b)).collect();
+    let before: Vec<_> = list.iter().map(|(_, b, _)| stamp(b)).collect();
     let cargo_home = std::env::var_os("CARGO_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
@@ -819,7 +903,7 @@ fn build_binaries(
     let mut cmd = Command::new(cargo);
     cmd.current_dir(src)
         .args(["build", "--release", "--locked"]);
-    for (package, bin) in OUR_BINARIES {
+    for (package, bin, _) in list {
         cmd.args(["-p", package, "--bin", bin]);
     }
     cmd.arg("--target-dir")
@@ -830,24 +914,21 @@ fn build_binaries(
         .env_remove("CARGO_TARGET_DIR")
         .env_remove("RUSTC_WRAPPER")
         .env_remove("RUSTC_WORKSPACE_WRAPPER");
-    tools::run_logged(&mut cmd, &work.join("cargo.log"))?;
-    let after: Vec<_> = OUR_BINARIES.iter().map(|(_, b)| stamp(b)).collect();
+    tools::run_logged(&mut cmd, &work.join(format!("cargo-{log}.log")))?;
+    let after: Vec<_> = list.iter().map(|(_, b, _)| stamp(b)).collect();
     let status = if before.iter().all(Option::is_some) && before == after {
         StageStatus::Cached
     } else {
         StageStatus::Built
     };
-    let bins = OurBinaries {
-        icos: release.join("icos"),
-        guestos_init: release.join("icos-guestos-init"),
-        vsock_guest: release.join("icos-vsock-guest"),
-        replica: release.join("icos-testnet-replica"),
-    };
+    let mut installed = Vec::new();
     let mut notes = Vec::new();
-    for (_, bin) in OUR_BINARIES {
-        notes.push(format!("{bin} {}", mib(file_len(&release.join(bin))?)));
+    for (_, bin, path) in list {
+        let built = release.join(bin);
+        notes.push(format!("{bin} {}", mib(file_len(&built)?)));
+        installed.push((*path, built));
     }
-    Ok((bins, status, notes.join(", ")))
+    Ok((installed, status, notes.join(", ")))
 }
 
 /// The mmdebstrap arguments, with `{include}` filled in and the
@@ -900,15 +981,14 @@ fn customise(
     raw_tar: &Path,
     out: &Path,
     opts: &GuestOsOptions,
-    overlay_common: &Path,
-    overlay_env: &Path,
-    installed: &[(&str, &Path)],
+    overlays: &[&Path],
+    installed: &[(&str, PathBuf)],
     version: &str,
 ) -> Result<()> {
     let mut c = rootfs::read_rootfs_tar(raw_tar)?;
-    c.tree.overlay_dir(overlay_common)?;
-    if overlay_env.is_dir() {
-        c.tree.overlay_dir(overlay_env)?;
+    // In order: common, role, then env (which may be absent).
+    for dir in overlays.iter().filter(|d| d.is_dir()) {
+        c.tree.overlay_dir(dir)?;
     }
     for (path, bin) in installed {
         let data = fs::read(bin).map_err(BuildError::io("reading", bin))?;

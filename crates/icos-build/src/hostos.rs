@@ -40,10 +40,11 @@ use crate::boot;
 use crate::cache::{KeyBuilder, StageCache, sha256_file};
 use crate::error::{BuildError, Result};
 use crate::guestos::{
-    Artifact, BuildReport, Cleanup, DEFAULT_EPOCH, DISK_IMG, HASH_SEED, ROOT_FS_SIZE, SHA256SUMS,
-    UPDATE_IMG, VERITY_HASH_OFFSET, VERITY_SALT, VERITY_UUID, VERSION_TXT, allocated_bytes, copy,
-    file_len, git_head, input, make_root, mmdebstrap_args_template, publish, read_text,
-    run_mmdebstrap, set_mode, status, write, write_artifacts,
+    Artifact, BuildReport, Cleanup, DEFAULT_EPOCH, DISK_IMG, HASH_SEED, Installed, ROOT_FS_SIZE,
+    SHA256SUMS, UPDATE_IMG, VERITY_HASH_OFFSET, VERITY_SALT, VERITY_UUID, VERSION_TXT,
+    allocated_bytes, build_release_binaries, copy, file_len, git_head, input, make_root,
+    mmdebstrap_args_template, publish, read_text, run_mmdebstrap, set_mode, status, write,
+    write_artifacts,
 };
 use crate::initramfs;
 use crate::progress::{ProgressMode, StageStatus, Stages, mib};
@@ -101,9 +102,6 @@ const HOSTOS_BINARIES: [(&str, &str, &str); 3] = [
         "opt/ic/bin/icos-guestos-vm",
     ),
 ];
-
-/// Our built programs: (path in the image, built binary).
-type Installed = Vec<(&'static str, PathBuf)>;
 
 /// What to build and where.
 #[derive(Debug, Clone)]
@@ -362,7 +360,7 @@ pub fn build_hostos(opts: &HostOsOptions) -> Result<BuildReport> {
 
     // 2. Our binaries.
     let installed = st.run("build our binaries (cargo --release --locked)", || {
-        build_hostos_binaries(&cargo, &src, &work)
+        build_release_binaries(&cargo, &src, &work, &HOSTOS_BINARIES, "hostos")
     })?;
 
     // 3 + 4. Raw root file system.
@@ -741,62 +739,6 @@ pub fn build_hostos(opts: &HostOsOptions) -> Result<BuildReport> {
         artifacts,
         stages: st.timings().to_vec(),
     })
-}
-
-/// Builds our HostOS programs with `cargo build --release --locked` into
-/// `target/image` (paths remapped as for GuestOS). Returns (path in the
-/// image, built binary).
-fn build_hostos_binaries(
-    cargo: &Path,
-    src: &Path,
-    work: &Path,
-) -> Result<(Installed, StageStatus, String)> {
-    let target = src.join("target").join("image");
-    let release = target.join("release");
-    let stamp = |name: &str| {
-        fs::metadata(release.join(name))
-            .and_then(|m| m.modified())
-            .ok()
-    };
-    let before: Vec<_> = HOSTOS_BINARIES.iter().map(|(_, b, _)| stamp(b)).collect();
-    let cargo_home = std::env::var_os("CARGO_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
-        .unwrap_or_else(|| PathBuf::from("/root/.cargo"));
-    let rustflags = format!(
-        "--remap-path-prefix={}=/icos --remap-path-prefix={}=/cargo",
-        src.display(),
-        cargo_home.display()
-    );
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(src)
-        .args(["build", "--release", "--locked"]);
-    for (package, bin, _) in HOSTOS_BINARIES {
-        cmd.args(["-p", package, "--bin", bin]);
-    }
-    cmd.arg("--target-dir")
-        .arg(&target)
-        .env("RUSTFLAGS", rustflags)
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env_remove("CARGO_BUILD_RUSTFLAGS")
-        .env_remove("CARGO_TARGET_DIR")
-        .env_remove("RUSTC_WRAPPER")
-        .env_remove("RUSTC_WORKSPACE_WRAPPER");
-    tools::run_logged(&mut cmd, &work.join("cargo-hostos.log"))?;
-    let after: Vec<_> = HOSTOS_BINARIES.iter().map(|(_, b, _)| stamp(b)).collect();
-    let status = if before.iter().all(Option::is_some) && before == after {
-        StageStatus::Cached
-    } else {
-        StageStatus::Built
-    };
-    let mut installed = Vec::new();
-    let mut notes = Vec::new();
-    for (_, bin, path) in HOSTOS_BINARIES {
-        let built = release.join(bin);
-        notes.push(format!("{bin} {}", mib(file_len(&built)?)));
-        installed.push((path, built));
-    }
-    Ok((installed, status, notes.join(", ")))
 }
 
 /// Reads mmdebstrap's archive with [`classify_hostos`] and writes the

@@ -54,6 +54,9 @@ pub struct Extras {
     /// `nns_public_key_override.pem`: an NNS root key replacing the
     /// mainnet one (dev images).
     pub nns_public_key_override: Option<Vec<u8>>,
+    /// `routing_table.json`: the boundary router's routing table
+    /// (Boundary-GuestOS).
+    pub routing_table: Option<Vec<u8>>,
 }
 
 /// Where [`Extras::load`] reads the extras from; every member is optional.
@@ -65,6 +68,8 @@ pub struct ExtraPaths {
     pub ssh_authorized_keys_dir: Option<PathBuf>,
     /// The NNS public key override (PEM).
     pub nns_public_key_override: Option<PathBuf>,
+    /// The boundary router's routing table (JSON).
+    pub routing_table: Option<PathBuf>,
 }
 
 impl Extras {
@@ -73,6 +78,7 @@ impl Extras {
         self.node_operator_private_key.is_none()
             && self.ssh_authorized_keys.is_empty()
             && self.nns_public_key_override.is_none()
+            && self.routing_table.is_none()
     }
 
     /// Reads the extras named in `paths`. Files of the SSH key folder other
@@ -87,6 +93,9 @@ impl Extras {
         }
         if let Some(path) = &paths.nns_public_key_override {
             extras.nns_public_key_override = Some(read_limited(path)?);
+        }
+        if let Some(path) = &paths.routing_table {
+            extras.routing_table = Some(read_limited(path)?);
         }
         if let Some(dir) = &paths.ssh_authorized_keys_dir {
             let entries = std::fs::read_dir(dir).map_err(|source| MediaError::ReadInput {

@@ -12,6 +12,7 @@
 //! | `node_operator_private_key.pem` | when the node operator key was given |
 //! | `accounts_ssh_authorized_keys/{admin,backup,readonly}` | dev images |
 //! | `nns_public_key_override.pem` | dev images |
+//! | `routing_table.json` | Boundary-GuestOS: the router's routing table |
 //!
 //! # Writing: byte-identical for the same inputs
 //!
@@ -85,6 +86,9 @@ pub const CONFIG_JSON: &str = "config.json";
 pub const NODE_OPERATOR_PRIVATE_KEY: &str = "node_operator_private_key.pem";
 /// The NNS public key override inside the archive (dev).
 pub const NNS_PUBLIC_KEY_OVERRIDE: &str = "nns_public_key_override.pem";
+/// The boundary router's routing table inside the archive
+/// (Boundary-GuestOS; the `icos-boundary --routing-table` file format).
+pub const ROUTING_TABLE: &str = "routing_table.json";
 /// The folder of SSH authorized keys inside the archive (dev).
 pub const SSH_KEYS_DIR: &str = "accounts_ssh_authorized_keys";
 /// The fixed FAT volume id (`"ICOS"` in ASCII), shown as `4943-4F53`.

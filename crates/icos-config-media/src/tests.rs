@@ -138,6 +138,7 @@ fn the_media_is_byte_identical_across_time_folders_and_file_modes() {
             node_operator_private_key: Some(key),
             ssh_authorized_keys_dir: Some(keys),
             nns_public_key_override: None,
+            routing_table: None,
         })
         .unwrap();
         assert!(skipped.is_empty());
@@ -168,6 +169,30 @@ fn a_media_round_trips() {
     assert_eq!(back.config, config);
     assert_eq!(back.extras, extras);
     assert!(back.ignored.is_empty(), "{:?}", back.ignored);
+}
+
+#[test]
+fn a_routing_table_travels_on_the_media() {
+    let config = dev_guestos_config().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let table = dir.path().join("table.json");
+    std::fs::write(&table, "{\"subnets\": []}\n").unwrap();
+    let (extras, skipped) = Extras::load(&ExtraPaths {
+        routing_table: Some(table),
+        ..ExtraPaths::default()
+    })
+    .unwrap();
+    assert!(skipped.is_empty());
+    assert!(!extras.is_empty());
+    let out = dir.path().join("config.img");
+    let summary = build_media(&config, &extras, &out).unwrap();
+    assert_eq!(summary.members, ["config.json", "routing_table.json"]);
+    let back = read_bootstrap(&out).unwrap();
+    assert_eq!(
+        back.extras.routing_table.as_deref(),
+        Some(&b"{\"subnets\": []}\n"[..])
+    );
+    assert_eq!(back.extras, extras);
 }
 
 #[test]

@@ -9,7 +9,9 @@
 //!   ([`icos_config_media::read_bootstrap_tar`]); every other file is
 //!   ignored and logged by name.
 //! * [`apply`] writes the config to `/run/config/config.json` and the NNS
-//!   public key to `/run/config/nns_public_key.pem` on every boot, and once
+//!   public key to `/run/config/nns_public_key.pem` on every boot (and the
+//!   boundary router's routing table, when the media has one, to
+//!   `/run/config/routing_table.json`), and once
 //!   (guarded by `/boot/config/CONFIGURED`) the node operator key to
 //!   `/var/lib/ic/data/node_operator_private_key.pem` (0400) and the SSH
 //!   keys to `/boot/config/accounts_ssh_authorized_keys/<account>`.
@@ -210,6 +212,9 @@ pub fn apply(paths: &Paths, bootstrap: &Bootstrap) -> Result<Applied> {
     if let Some(key) = nns {
         put(paths.nns_public_key(), &key, 0o444)?;
     }
+    if let Some(table) = &bootstrap.extras.routing_table {
+        put(paths.routing_table(), table, 0o644)?;
+    }
 
     let marker = paths.configured_marker();
     let first_boot = !marker.exists();
@@ -276,6 +281,27 @@ mod tests {
         head[71..82].copy_from_slice(b"OTHER      ");
         head[82..90].copy_from_slice(b"FAT32   ");
         assert_eq!(fat_label(&head).as_deref(), Some("OTHER"));
+    }
+
+    #[test]
+    fn the_routing_table_is_written_on_every_boot() {
+        let d = tempfile::tempdir().unwrap();
+        let p = Paths::new(d.path());
+        let mut b = bootstrap();
+        b.extras.routing_table = Some(b"{\"subnets\": []}\n".to_vec());
+        for _ in 0..2 {
+            let applied = apply(&p, &b).unwrap();
+            assert!(
+                applied
+                    .written
+                    .contains(&"/run/config/routing_table.json".to_owned())
+            );
+        }
+        assert_eq!(
+            std::fs::read(p.routing_table()).unwrap(),
+            b"{\"subnets\": []}\n"
+        );
+        assert_eq!(mode(&p.routing_table()), 0o644);
     }
 
     #[test]

@@ -9,6 +9,10 @@
 //! (IC-OS's ports for every peer: SSH, XNet, P2P and the replica's HTTP
 //! interface), each source limited to 1000 new connections a minute
 //! (burst 500), as IC-OS. Output is accepted.
+//!
+//! A boundary node ([`Profile::Boundary`]) opens SSH, HTTP (80) and HTTPS
+//! (443) instead: its router listens on loopback only, and the gateway
+//! serves the world on 80 and 443.
 
 use std::fmt::Write;
 
@@ -20,6 +24,47 @@ use crate::{Paths, Result, write_file};
 pub const TCP_PORTS: &[(u16, &str)] = &[(22, "ssh"), (2497, "xnet"), (4100, "p2p"), (8080, "http")];
 /// UDP ports open to everyone: P2P (QUIC).
 pub const UDP_PORTS: &[(u16, &str)] = &[(4100, "p2p")];
+/// TCP ports open to everyone on a boundary node: SSH, HTTP, HTTPS.
+pub const BOUNDARY_TCP_PORTS: &[(u16, &str)] = &[(22, "ssh"), (80, "http"), (443, "https")];
+
+/// Which node the ruleset is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Profile {
+    /// A replica node: [`TCP_PORTS`] and [`UDP_PORTS`].
+    #[default]
+    Replica,
+    /// A boundary node: [`BOUNDARY_TCP_PORTS`], no UDP.
+    Boundary,
+}
+
+impl std::str::FromStr for Profile {
+    type Err = String;
+
+    /// `replica` or `boundary`.
+    fn from_str(s: &str) -> std::result::Result<Profile, String> {
+        match s {
+            "replica" => Ok(Profile::Replica),
+            "boundary" => Ok(Profile::Boundary),
+            _ => Err(format!("'{s}' is not a profile (replica or boundary)")),
+        }
+    }
+}
+
+impl Profile {
+    fn tcp(self) -> &'static [(u16, &'static str)] {
+        match self {
+            Profile::Replica => TCP_PORTS,
+            Profile::Boundary => BOUNDARY_TCP_PORTS,
+        }
+    }
+
+    fn udp(self) -> &'static [(u16, &'static str)] {
+        match self {
+            Profile::Replica => UDP_PORTS,
+            Profile::Boundary => &[],
+        }
+    }
+}
 
 fn ports(list: &[(u16, &str)]) -> String {
     list.iter()
@@ -28,8 +73,8 @@ fn ports(list: &[(u16, &str)]) -> String {
         .join(", ")
 }
 
-/// The ruleset for `config`.
-pub fn render(config: &GuestOSConfig) -> String {
+/// The ruleset for `config` on a node of `profile`.
+pub fn render(config: &GuestOSConfig, profile: Profile) -> String {
     let ipv4 = config.network_settings.ipv4_config.is_some();
     let mut s = String::from(
         "#!/usr/sbin/nft -f\n\
@@ -72,15 +117,17 @@ pub fn render(config: &GuestOSConfig) -> String {
     let _ = writeln!(
         s,
         "\t\ttcp dport {{ {} }} counter accept comment \"{}\"",
-        ports(TCP_PORTS),
-        names(TCP_PORTS)
+        ports(profile.tcp()),
+        names(profile.tcp())
     );
-    let _ = writeln!(
-        s,
-        "\t\tudp dport {{ {} }} counter accept comment \"{}\"",
-        ports(UDP_PORTS),
-        names(UDP_PORTS)
-    );
+    if !profile.udp().is_empty() {
+        let _ = writeln!(
+            s,
+            "\t\tudp dport {{ {} }} counter accept comment \"{}\"",
+            ports(profile.udp()),
+            names(profile.udp())
+        );
+    }
     s.push_str(
         "\t}\n\n\
          \tchain forward {\n\
@@ -94,11 +141,15 @@ pub fn render(config: &GuestOSConfig) -> String {
     s
 }
 
-/// Writes the ruleset for `config`; returns its path (loading it is the
-/// caller's: `nft -f <path>`).
-pub fn apply(paths: &Paths, config: &GuestOSConfig) -> Result<std::path::PathBuf> {
+/// Writes the ruleset for `config` and `profile`; returns its path (loading
+/// it is the caller's: `nft -f <path>`).
+pub fn apply(
+    paths: &Paths,
+    config: &GuestOSConfig,
+    profile: Profile,
+) -> Result<std::path::PathBuf> {
     let path = paths.nftables_conf();
-    write_file(&path, render(config).as_bytes(), 0o644)?;
+    write_file(&path, render(config, profile).as_bytes(), 0o644)?;
     Ok(path)
 }
 
@@ -111,10 +162,26 @@ mod tests {
     #[test]
     fn ipv6_only() {
         let c = icos_config_media::dev_guestos_config().unwrap();
-        let text = render(&c);
+        let text = render(&c, Profile::Replica);
         assert!(text.contains("policy drop"));
         assert!(!text.contains("icmp type"));
         golden("nftables-ipv6.conf", &text);
+    }
+
+    #[test]
+    fn boundary_node() {
+        let mut c = icos_config_media::dev_guestos_config().unwrap();
+        c.network_settings.ipv4_config = Some(icos_config::Ipv4Config {
+            address: "192.0.2.10".parse().unwrap(),
+            gateway: "192.0.2.1".parse().unwrap(),
+            prefix_length: 24,
+            extra: Default::default(),
+        });
+        let text = render(&c, Profile::Boundary);
+        assert!(text.contains("tcp dport { 22, 80, 443 }"), "{text}");
+        assert!(!text.contains("udp dport"), "{text}");
+        assert!(!text.contains("8080"), "{text}");
+        golden("nftables-boundary.conf", &text);
     }
 
     #[test]
@@ -126,15 +193,18 @@ mod tests {
             prefix_length: 24,
             extra: Default::default(),
         });
-        golden("nftables-ipv4.conf", &render(&c));
+        golden("nftables-ipv4.conf", &render(&c, Profile::Replica));
     }
 
     #[test]
     fn apply_writes_ics_path() {
         let d = tempfile::tempdir().unwrap();
         let c = icos_config_media::dev_guestos_config().unwrap();
-        let p = apply(&Paths::new(d.path()), &c).unwrap();
+        let p = apply(&Paths::new(d.path()), &c, Profile::Boundary).unwrap();
         assert!(p.ends_with("run/ic-node/nftables-ruleset/nftables.conf"));
-        assert_eq!(std::fs::read_to_string(p).unwrap(), render(&c));
+        assert_eq!(
+            std::fs::read_to_string(p).unwrap(),
+            render(&c, Profile::Boundary)
+        );
     }
 }

@@ -19,11 +19,16 @@
 //!    before the success marker.
 //! 6. [`vsock`]: whether the VM has a virtio vsock device.
 //!
+//! On Boundary-GuestOS, [`boundary`] takes the place of step 5: the
+//! router's and the gateway's command lines and the gateway's TLS
+//! certificate.
+//!
 //! [`console`] writes the `GUESTOS BOOT SUCCESS` / `GUESTOS BOOT FAILURE`
 //! lines to the serial console.
 
 pub mod accounts;
 pub mod bootstrap;
+pub mod boundary;
 pub mod console;
 mod error;
 pub mod firewall;
@@ -93,6 +98,12 @@ impl Paths {
     /// The NNS public key: `/run/config/nns_public_key.pem`.
     pub fn nns_public_key(&self) -> PathBuf {
         self.at("/run/config/nns_public_key.pem")
+    }
+
+    /// The boundary router's routing table, when the media carries one:
+    /// `/run/config/routing_table.json`.
+    pub fn routing_table(&self) -> PathBuf {
+        self.at("/run/config/routing_table.json")
     }
 
     /// The NNS public key shipped in the image (used without an override).

@@ -11,7 +11,8 @@
 //!   `replica.service` passes to the payload. A payload given with
 //!   `icos build guestos --replica FILE` is started the same way.
 //!
-//! [`wait_ready`] asks the payload's `/api/v2/status` until it answers 200;
+//! [`wait_ready`] asks the payload's `/api/v2/status` until it answers 200
+//! (or another path until it answers 2xx);
 //! the success marker is printed only after that.
 
 use std::io::{Read, Write};
@@ -80,16 +81,21 @@ pub fn apply(paths: &Paths, config: &GuestOSConfig) -> Result<()> {
     )
 }
 
-/// One `GET /api/v2/status`: the status line of the answer.
-fn status_line(addr: SocketAddr) -> std::result::Result<String, String> {
+/// The path [`wait_ready`] asks by default: the replica's status document.
+pub const STATUS_PATH: &str = "/api/v2/status";
+
+/// One `GET path`: the status line of the answer.
+fn status_line(addr: SocketAddr, path: &str) -> std::result::Result<String, String> {
     let timeout = Duration::from_secs(5);
     let mut s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(timeout))
         .map_err(|e| e.to_string())?;
     s.set_write_timeout(Some(timeout))
         .map_err(|e| e.to_string())?;
-    s.write_all(b"GET /api/v2/status HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .map_err(|e| e.to_string())?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .map_err(|e| e.to_string())?;
     let mut buf = Vec::new();
     let _ = s.take(4096).read_to_end(&mut buf);
     let text = String::from_utf8_lossy(&buf);
@@ -101,19 +107,32 @@ fn status_line(addr: SocketAddr) -> std::result::Result<String, String> {
         .to_owned())
 }
 
-/// Waits until the payload at `addr` answers `/api/v2/status` with 200;
-/// returns how long that took.
-pub fn wait_ready(addr: SocketAddr, timeout: Duration, poll: Duration) -> Result<Duration> {
+/// Waits until the payload at `addr` answers `GET path` with a 2xx status
+/// (the replica: [`STATUS_PATH`] with 200; the boundary router: `/health`
+/// with 204 once its subnets are healthy); returns how long that took.
+pub fn wait_ready(
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+    poll: Duration,
+) -> Result<Duration> {
     let start = Instant::now();
     loop {
-        let last = match status_line(addr) {
-            Ok(line) if line.split_whitespace().nth(1) == Some("200") => return Ok(start.elapsed()),
+        let last = match status_line(addr, path) {
+            Ok(line)
+                if line
+                    .split_whitespace()
+                    .nth(1)
+                    .is_some_and(|code| code.len() == 3 && code.starts_with('2')) =>
+            {
+                return Ok(start.elapsed());
+            }
             Ok(line) => line,
             Err(e) => e,
         };
         if start.elapsed() >= timeout {
             return Err(InitError::NotReady {
-                url: format!("http://{addr}/api/v2/status"),
+                url: format!("http://{addr}{path}"),
                 secs: timeout.as_secs(),
                 last,
             });
@@ -170,15 +189,38 @@ mod tests {
     #[test]
     fn ready_on_200() {
         let addr = serve("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
-        wait_ready(addr, Duration::from_secs(5), Duration::from_millis(10)).unwrap();
+        wait_ready(
+            addr,
+            STATUS_PATH,
+            Duration::from_secs(5),
+            Duration::from_millis(10),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn ready_on_204_at_another_path() {
+        let addr = serve("HTTP/1.1 204 No Content\r\n\r\n");
+        wait_ready(
+            addr,
+            "/health",
+            Duration::from_secs(5),
+            Duration::from_millis(10),
+        )
+        .unwrap();
     }
 
     #[test]
     fn not_ready_names_the_last_answer() {
         let addr = serve("HTTP/1.1 503 Service Unavailable\r\n\r\n");
-        let err = wait_ready(addr, Duration::from_millis(50), Duration::from_millis(10))
-            .unwrap_err()
-            .to_string();
+        let err = wait_ready(
+            addr,
+            STATUS_PATH,
+            Duration::from_millis(50),
+            Duration::from_millis(10),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("HTTP/1.1 503 Service Unavailable"), "{err}");
         assert!(
             err.contains(&format!("http://{addr}/api/v2/status")),

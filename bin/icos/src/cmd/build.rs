@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand, ValueEnum};
 use icos_build::{
-    BuildError, BuildReport, Env, GuestOsOptions, HostOsOptions, ProgressMode, StageStatus,
+    BuildError, BuildReport, Env, GuestOsOptions, HostOsOptions, ProgressMode, Role, StageStatus,
 };
 
 use crate::exit::{CmdResult, Failure};
@@ -20,6 +20,16 @@ pub enum BuildCmd {
     /// config, disk image, artifacts. Needs root (mmdebstrap --mode=root).
     #[command(disable_version_flag = true)]
     Guestos(GuestosArgs),
+    /// Build Boundary-GuestOS: DIR/boundary-guestos/{disk-img.tar.zst,update-img.tar.zst,SHA256SUMS,VERSION.TXT}.
+    ///
+    /// The GuestOS base (same layout, packages, early boot and stages) with
+    /// the IC API router (icos-boundary, on [::1]:8080) and the HTTP gateway
+    /// (icos-gateway, on 80 and 443 with a self-signed certificate made at
+    /// first boot) instead of the replica; nftables opens 22, 80 and 443.
+    /// The router's routing table comes on the CONFIG media
+    /// (routing_table.json; `icos run guestos --routing-table FILE`).
+    #[command(name = "boundary-guestos", disable_version_flag = true)]
+    BoundaryGuestos(BoundaryArgs),
     /// Build HostOS: DIR/hostos/{disk-img.tar.zst,update-img.tar.zst,SHA256SUMS,VERSION.TXT}.
     ///
     /// IC's HostOS GPT (esp, grub, hostlvm) with the hostlvm LVM volume
@@ -89,10 +99,24 @@ pub struct GuestosArgs {
     common: CommonArgs,
 }
 
+/// `icos build boundary-guestos` flags.
+#[derive(Debug, Args)]
+pub struct BoundaryArgs {
+    /// dev allows console login, prod does not.
+    #[arg(long, value_enum, default_value = "dev")]
+    env: EnvArg,
+    /// Output folder; artifacts go to DIR/boundary-guestos/.
+    #[arg(long, value_name = "DIR", default_value = "out")]
+    out: PathBuf,
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
 /// Runs an `icos build` subcommand.
 pub fn run(cmd: BuildCmd) -> CmdResult {
     match cmd {
         BuildCmd::Guestos(args) => guestos(args),
+        BuildCmd::BoundaryGuestos(args) => boundary_guestos(args),
         BuildCmd::Hostos(args) => hostos(args),
     }
 }
@@ -162,23 +186,41 @@ fn print_report(what: &str, flavour: &str, report: &BuildReport, json: bool) -> 
     Ok(())
 }
 
-fn guestos(args: GuestosArgs) -> CmdResult {
-    let c = args.common;
-    let mut opts = GuestOsOptions::new(source_or_cwd(c.source)?);
-    opts.out = args.out;
-    opts.env = match args.env {
+/// The options of a GuestOS-based build.
+fn guestos_options(
+    role: Role,
+    env: EnvArg,
+    out: PathBuf,
+    c: &CommonArgs,
+) -> Result<GuestOsOptions, Failure> {
+    let mut opts = GuestOsOptions::new(source_or_cwd(c.source.clone())?);
+    opts.role = role;
+    opts.out = out;
+    opts.env = match env {
         EnvArg::Dev => Env::Dev,
         EnvArg::Prod => Env::Prod,
     };
-    opts.version = c.version;
-    opts.replica = args.replica;
-    opts.cache = c.cache;
+    opts.version.clone_from(&c.version);
+    opts.cache.clone_from(&c.cache);
     opts.offline = c.offline;
-    opts.mirror = c.mirror;
+    opts.mirror.clone_from(&c.mirror);
     opts.progress = ProgressMode::Auto;
+    Ok(opts)
+}
+
+fn guestos(args: GuestosArgs) -> CmdResult {
+    let mut opts = guestos_options(Role::Replica, args.env, args.out, &args.common)?;
+    opts.replica = args.replica;
     let report = icos_build::build_guestos(&opts).map_err(classify)?;
     let flavour = format!(" ({})", opts.env.as_str());
-    print_report("GuestOS", &flavour, &report, c.json)
+    print_report("GuestOS", &flavour, &report, args.common.json)
+}
+
+fn boundary_guestos(args: BoundaryArgs) -> CmdResult {
+    let opts = guestos_options(Role::Boundary, args.env, args.out, &args.common)?;
+    let report = icos_build::build_guestos(&opts).map_err(classify)?;
+    let flavour = format!(" ({})", opts.env.as_str());
+    print_report("Boundary-GuestOS", &flavour, &report, args.common.json)
 }
 
 fn classify(e: BuildError) -> Failure {

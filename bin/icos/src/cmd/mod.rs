@@ -6,11 +6,13 @@ use crate::exit::CmdResult;
 
 pub mod build;
 pub mod config;
+pub mod gov;
 pub mod grubenv;
 pub mod layout;
 pub mod net;
 pub mod node;
 pub mod packages;
+pub mod registry;
 pub mod repro;
 pub mod run;
 pub mod setupos;
@@ -51,6 +53,12 @@ pub enum Command {
     Setupos(setupos::SetuposCmd),
     /// Rebuild and compare: prove a build is bit-for-bit reproducible.
     ReproCheck(repro::ReproCheckArgs),
+    /// The governance registry as a TUF repository: create, serve, refresh, rotate, fetch.
+    #[command(subcommand)]
+    Registry(registry::RegistryCmd),
+    /// Governance: propose registry changes, vote, execute, show.
+    #[command(subcommand)]
+    Gov(gov::GovCmd),
 }
 
 /// Runs one subcommand.
@@ -67,5 +75,7 @@ pub fn run(command: Command) -> CmdResult {
         Command::Slots(c) => slots::run(c),
         Command::Setupos(c) => setupos::run(c),
         Command::ReproCheck(a) => repro::run(a),
+        Command::Registry(c) => registry::run(c),
+        Command::Gov(c) => gov::run(c),
     }
 }

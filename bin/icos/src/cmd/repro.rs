@@ -67,9 +67,13 @@ const CHUNK: usize = 1 << 20;
 pub enum OsArg {
     /// GuestOS.
     Guestos,
+    /// Boundary-GuestOS.
+    #[value(name = "boundary-guestos")]
+    BoundaryGuestos,
     /// HostOS.
     Hostos,
-    /// GuestOS and HostOS, one after the other in each build's source copy.
+    /// GuestOS, Boundary-GuestOS and HostOS, one after the other in each
+    /// build's source copy.
     All,
 }
 
@@ -78,8 +82,9 @@ impl OsArg {
     fn targets(self) -> &'static [&'static str] {
         match self {
             OsArg::Guestos => &["guestos"],
+            OsArg::BoundaryGuestos => &["boundary-guestos"],
             OsArg::Hostos => &["hostos"],
-            OsArg::All => &["guestos", "hostos"],
+            OsArg::All => &["guestos", "boundary-guestos", "hostos"],
         }
     }
 }
@@ -109,7 +114,7 @@ pub struct ReproCheckArgs {
     /// The image to rebuild.
     #[arg(value_enum, default_value_t = OsArg::Guestos)]
     os: OsArg,
-    /// The GuestOS build variant (HostOS has one).
+    /// The GuestOS and Boundary-GuestOS build variant (HostOS has one).
     #[arg(long, value_enum, default_value_t = EnvArg::Dev)]
     env: EnvArg,
     /// Build once and compare with these published sums (the verifier's
@@ -202,7 +207,7 @@ pub fn run(args: ReproCheckArgs) -> CmdResult {
     };
     if published.is_some() && targets.len() > 1 {
         return Err(Failure::BadInput(anyhow!(
-            "--against compares one image's SHA256SUMS: name guestos or hostos, not all"
+            "--against compares one image's SHA256SUMS: name guestos, boundary-guestos or hostos, not all"
         )));
     }
     let parent = args.work_dir.clone().unwrap_or_else(default_work_parent);
@@ -559,7 +564,7 @@ fn build(
         let mut cmd = Command::new("sh");
         cmd.arg("-c").arg(&script).arg("sh").arg(&exe);
         cmd.args(["build", target, "--version", version]);
-        if *target == "guestos" {
+        if *target != "hostos" {
             cmd.args(["--env", env.as_str()]);
         }
         let status = cmd

@@ -25,8 +25,8 @@ use icos_config::{GuestOSConfig, GuestVmType};
 use icos_config_media::{ExtraPaths, Extras, build_media, dev_guestos_config};
 use icos_deterministic_ips::{NodeType, deterministic_mac};
 use icos_qemu::{
-    Accel, Console, DEFAULT_QEMU, Disk, DiskFormat, Firmware, NetBackend, Nic, Outcome, Ovmf,
-    ProbeOptions, Runner, UserNet, VmConfig, Watch, probe_accel,
+    Accel, Console, DEFAULT_QEMU, Disk, DiskFormat, Firmware, HostForward, NetBackend, Nic,
+    Outcome, Ovmf, ProbeOptions, Protocol, Runner, UserNet, VmConfig, Watch, probe_accel,
 };
 use serde::Serialize;
 
@@ -87,6 +87,23 @@ pub struct GuestosArgs {
     /// An NNS public key override (PEM) for the media.
     #[arg(long, value_name = "FILE")]
     nns_key_override: Option<PathBuf>,
+    /// The boundary router's routing table (JSON) for the media
+    /// (Boundary-GuestOS).
+    #[arg(long, value_name = "FILE")]
+    routing_table: Option<PathBuf>,
+    /// Forward 127.0.0.1:HOST_PORT on this machine to GUEST_PORT of the
+    /// guest (TCP; repeatable), e.g. 8080:80.
+    #[arg(long = "forward", value_name = "HOST_PORT:GUEST_PORT", value_parser = parse_forward)]
+    forwards: Vec<HostForward>,
+    /// Let the guest open connections out through QEMU's user network
+    /// (otherwise it reaches nothing): 10.0.2.2 is this machine's loopback,
+    /// 10.0.2.3 its DNS. Give the guest an IPv4 config in 10.0.2.0/24.
+    #[arg(long)]
+    allow_outbound: bool,
+    /// After the success marker, keep the VM running until QEMU exits or
+    /// this command is stopped (SIGINT, SIGTERM: QEMU is stopped with it).
+    #[arg(long)]
+    stay: bool,
     /// Seconds to wait for a boot marker.
     #[arg(long, value_name = "S", default_value_t = 300,
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
@@ -112,6 +129,38 @@ pub struct GuestosArgs {
     /// Print the outcome as one JSON object on stdout.
     #[arg(long)]
     json: bool,
+}
+
+/// `HOST_PORT:GUEST_PORT` (TCP), the host side on 127.0.0.1.
+fn parse_forward(s: &str) -> Result<HostForward, String> {
+    let (host, guest) = s
+        .split_once(':')
+        .ok_or_else(|| format!("'{s}': expected HOST_PORT:GUEST_PORT"))?;
+    let port = |p: &str| {
+        p.parse::<u16>()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| format!("'{p}' in '{s}' is not a port (1-65535)"))
+    };
+    Ok(HostForward {
+        protocol: Protocol::Tcp,
+        host_addr: Some(std::net::Ipv4Addr::LOCALHOST),
+        host_port: port(host)?,
+        guest_addr: None,
+        guest_port: port(guest)?,
+    })
+}
+
+/// Streams the console until QEMU exits (`--stay`).
+fn stay(vm: &mut icos_qemu::RunningVm) -> Result<(), icos_qemu::RunError> {
+    let stderr = std::io::stderr();
+    let mut print = |line: &str| {
+        let _ = writeln!(stderr.lock(), "{}", plain(line));
+    };
+    while !vm.pump(&mut print)? {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(())
 }
 
 /// Runs an `icos run` subcommand.
@@ -465,6 +514,7 @@ fn run_guestos(args: &GuestosArgs) -> CmdResult {
         node_operator_private_key: args.node_operator_key.clone(),
         ssh_authorized_keys_dir: args.ssh_keys.clone(),
         nns_public_key_override: args.nns_key_override.clone(),
+        routing_table: args.routing_table.clone(),
     })
     .bad_input()?;
     for path in skipped {
@@ -518,7 +568,11 @@ fn run_guestos(args: &GuestosArgs) -> CmdResult {
     );
     vm.nics.push(Nic {
         mac: guest_mac(&config),
-        backend: NetBackend::User(UserNet::default()),
+        backend: NetBackend::User(UserNet {
+            restrict: !args.allow_outbound,
+            host_forwards: args.forwards.clone(),
+            guest_forwards: Vec::new(),
+        }),
     });
     let serial_log = work.path().join("serial.log");
     vm.serial = Some(Console::file(&serial_log));
@@ -543,10 +597,23 @@ fn run_guestos(args: &GuestosArgs) -> CmdResult {
     let watchdog =
         Watchdog::start(vm_handle.pid(), (!work.kept()).then_some(work.path())).failed()?;
     let stderr = std::io::stderr();
-    let outcome = vm_handle.wait_for_marker(&watch, |line| {
+    let mut outcome = vm_handle.wait_for_marker(&watch, |line| {
         let mut err = stderr.lock();
         let _ = writeln!(err, "{}", plain(line));
     });
+    if args.stay
+        && let Ok(Outcome::Success { line, elapsed, .. }) = &outcome
+    {
+        println!(
+            "GuestOS booted: '{}' after {:.1} s; running until stopped",
+            plain(line),
+            elapsed.as_secs_f64()
+        );
+        let _ = std::io::stdout().flush();
+        if let Err(e) = stay(&mut vm_handle) {
+            outcome = Err(e);
+        }
+    }
     let killed = vm_handle.kill();
     drop(vm_handle);
     drop(watchdog);
@@ -586,7 +653,7 @@ fn run_guestos(args: &GuestosArgs) -> CmdResult {
         println!("{}", serde_json::to_string_pretty(&report).failed()?);
     }
     if let Outcome::Success { .. } = outcome {
-        if !args.json {
+        if !args.json && !args.stay {
             println!(
                 "GuestOS booted: '{}' after {elapsed:.1} s",
                 marker_line.unwrap_or_default()
@@ -617,6 +684,17 @@ fn run_guestos(args: &GuestosArgs) -> CmdResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forwards_parse_and_bind_loopback() {
+        let f = parse_forward("8080:80").unwrap();
+        assert_eq!(f.host_port, 8080);
+        assert_eq!(f.guest_port, 80);
+        assert_eq!(f.host_addr, Some(std::net::Ipv4Addr::LOCALHOST));
+        for bad in ["8080", "0:80", "8080:x", "70000:80", ":80"] {
+            assert!(parse_forward(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn plain_strips_terminal_sequences_and_controls() {
