@@ -27,6 +27,63 @@ pub enum NodeCmd {
     /// Derive a node's SetupOS, HostOS and GuestOS configs and its addresses,
     /// and print them (optionally writing the three configs to a folder).
     Derive(DeriveArgs),
+    /// Show the upgrade status the GuestOS orchestrator writes
+    /// (`icos-orchestrator status` shows the same).
+    Status(StatusArgs),
+}
+
+/// Inputs of `icos node status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The orchestrator's status file.
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "/run/ic-node/orchestrator/status.json"
+    )]
+    status_file: PathBuf,
+    /// Print the JSON as written.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Prints the orchestrator's status file.
+fn status(args: &StatusArgs) -> CmdResult {
+    let path = &args.status_file;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading {}", path.display()))
+        .failed()?;
+    let doc: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{}: not a status file", path.display()))
+        .bad_input()?;
+    if args.json {
+        print!("{text}");
+        return Ok(());
+    }
+    let field = |k: &str| match &doc[k] {
+        serde_json::Value::Null => "-".to_owned(),
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let state = &doc["state"];
+    let state = match (state["state"].as_str(), state["version"].as_str()) {
+        (Some(s), Some(v)) => format!("{s} {v}"),
+        (Some(s), None) => match state["reason"].as_str() {
+            Some(r) => format!("{s} ({r})"),
+            None => s.to_owned(),
+        },
+        _ => "-".to_owned(),
+    };
+    println!("state:           {state}");
+    println!("running version: {}", field("running_version"));
+    println!("target version:  {}", field("target_version"));
+    println!("registry:        {}", field("registry_version"));
+    println!(
+        "hostos:          {}",
+        doc["hostos"]["running"].as_str().unwrap_or("-")
+    );
+    println!("last error:      {}", field("last_error"));
+    Ok(())
 }
 
 /// Inputs of `icos node derive`.
@@ -206,5 +263,6 @@ pub fn run(cmd: NodeCmd) -> CmdResult {
                 print_text(&node)
             }
         }
+        NodeCmd::Status(args) => status(&args),
     }
 }
