@@ -17,12 +17,16 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod common;
+
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use common::{assert_artifacts, fresh_dir, run_ok_bytes, source_root};
 
 /// The testnet: one subnet of four replicas.
 const TESTNET: &str = r#"{
@@ -34,25 +38,6 @@ const TESTNET: &str = r#"{
   }]
 }"#;
 const SUBNET: &str = "tdb26-jop6k-aogll-7ltgs-eruif-6kk7m-qpktf-gdiqx-mxtrf-vb5e6-eqe";
-
-fn source_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .nth(2)
-        .unwrap()
-        .to_path_buf()
-}
-
-fn run_ok(cmd: &mut Command) -> Vec<u8> {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
 
 /// Children killed when the test ends, whatever happens.
 struct Children(Vec<Child>);
@@ -159,29 +144,18 @@ fn replica_binary() -> PathBuf {
     if profile_dir.file_name().is_some_and(|n| n == "release") {
         cmd.arg("--release");
     }
-    run_ok(&mut cmd);
+    run_ok_bytes(&mut cmd);
     profile_dir.join("icos-testnet-replica")
 }
 
 #[test]
 fn boundary_guestos_routes_from_the_vm_to_replicas_on_the_host() {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("build_boundary");
-    fs::create_dir_all(&dir).unwrap();
-    let lock = File::create(dir.with_extension("lock")).unwrap();
-    lock.lock().unwrap();
-    for entry in fs::read_dir(&dir).unwrap() {
-        let p = entry.unwrap().path();
-        if p.is_dir() {
-            fs::remove_dir_all(&p).unwrap();
-        } else {
-            fs::remove_file(&p).unwrap();
-        }
-    }
+    let (dir, _lock) = fresh_dir("build_boundary");
     let icos = env!("CARGO_BIN_EXE_icos");
 
     // 1. Build.
     let out = dir.join("out");
-    run_ok(
+    run_ok_bytes(
         Command::new(icos)
             .args(["build", "boundary-guestos", "--source"])
             .arg(source_root())
@@ -191,25 +165,12 @@ fn boundary_guestos_routes_from_the_vm_to_replicas_on_the_host() {
             .stderr(Stdio::inherit()),
     );
     let art = out.join("boundary-guestos");
-    let mut names: Vec<String> = fs::read_dir(&art)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    assert_eq!(
-        names,
-        [
-            "SHA256SUMS",
-            "VERSION.TXT",
-            "disk-img.tar.zst",
-            "update-img.tar.zst"
-        ]
-    );
+    assert_artifacts(&art);
 
     // 2. The root file system: the router and the gateway, no replica.
     let upd = dir.join("update");
     fs::create_dir_all(&upd).unwrap();
-    run_ok(
+    run_ok_bytes(
         Command::new("tar")
             .arg("--zstd")
             .arg("-xf")
@@ -218,7 +179,7 @@ fn boundary_guestos_routes_from_the_vm_to_replicas_on_the_host() {
             .arg(&upd),
     );
     let debugfs = |request: &str| {
-        String::from_utf8(run_ok(
+        String::from_utf8(run_ok_bytes(
             Command::new("debugfs")
                 .arg("-R")
                 .arg(request)
@@ -252,7 +213,7 @@ fn boundary_guestos_routes_from_the_vm_to_replicas_on_the_host() {
     let replica = replica_binary();
     let testnet = dir.join("testnet.json");
     fs::write(&testnet, TESTNET).unwrap();
-    let described: serde_json::Value = serde_json::from_slice(&run_ok(
+    let described: serde_json::Value = serde_json::from_slice(&run_ok_bytes(
         Command::new(&replica)
             .args(["describe", "--config"])
             .arg(&testnet),
@@ -296,7 +257,7 @@ fn boundary_guestos_routes_from_the_vm_to_replicas_on_the_host() {
     let table = dir.join("routing_table.json");
     fs::write(
         &table,
-        run_ok(
+        run_ok_bytes(
             Command::new(&replica)
                 .args(["routing-table", "--config"])
                 .arg(&testnet)
@@ -357,7 +318,7 @@ fn boundary_guestos_routes_from_the_vm_to_replicas_on_the_host() {
     assert!(contains(&body, &root_key), "status without the root key");
 
     let envelope = dir.join("query.cbor");
-    run_ok(
+    run_ok_bytes(
         Command::new(&replica)
             .args(["envelope", "--kind", "query", "--canister", &counter])
             .args(["--method", "read", "-o"])

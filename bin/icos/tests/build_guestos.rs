@@ -19,6 +19,8 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod common;
+
 use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -26,6 +28,7 @@ use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
+use common::{assert_artifacts, fresh_dir, require, source_root};
 use icos_imagefs::Tools;
 use icos_layout::OsKind;
 use icos_qemu::{
@@ -57,27 +60,6 @@ struct Built {
 static BUILT: OnceLock<Built> = OnceLock::new();
 static GOOD_BOOT: OnceLock<(Outcome, String)> = OnceLock::new();
 static VM: Mutex<()> = Mutex::new(());
-
-fn require(tool: &str, package: &str) {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .unwrap_or_default()
-        .into_iter()
-        .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
-        .any(|d| d.join(tool).is_file());
-    assert!(
-        found,
-        "host tool `{tool}` is missing: install the Debian package `{package}` (./scripts/prereqs.sh)"
-    );
-}
-
-fn source_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .nth(2)
-        .unwrap()
-        .to_path_buf()
-}
 
 /// Copies `len` bytes at `offset` of `src` into a new sparse file.
 fn extract_range(src: &Path, offset: u64, len: u64, dst: &Path) {
@@ -143,18 +125,7 @@ fn built() -> &'static Built {
         ] {
             require(tool, package);
         }
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("build_guestos");
-        fs::create_dir_all(&dir).unwrap();
-        let lock = File::create(dir.with_extension("lock")).unwrap();
-        lock.lock().unwrap();
-        for entry in fs::read_dir(&dir).unwrap() {
-            let p = entry.unwrap().path();
-            if p.is_dir() {
-                fs::remove_dir_all(&p).unwrap();
-            } else {
-                fs::remove_file(&p).unwrap();
-            }
-        }
+        let (dir, lock) = fresh_dir("build_guestos");
         let out = dir.join("out");
         let status = Command::new(env!("CARGO_BIN_EXE_icos"))
             .args(["build", "guestos", "--env", "dev", "--source"])
@@ -165,20 +136,7 @@ fn built() -> &'static Built {
             .unwrap();
         assert!(status.success(), "icos build guestos failed: {status}");
         let art = out.join("guestos");
-        let mut names: Vec<String> = fs::read_dir(&art)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        assert_eq!(
-            names,
-            [
-                "SHA256SUMS",
-                "VERSION.TXT",
-                "disk-img.tar.zst",
-                "update-img.tar.zst"
-            ]
-        );
+        assert_artifacts(&art);
         // Nothing but the output folder is left next to it.
         let leftovers: Vec<_> = fs::read_dir(&out).unwrap().collect();
         assert_eq!(

@@ -13,12 +13,15 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod common;
+
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use common::{assert_artifacts, fresh_dir, require, run_ok, source_root};
 use icos_imagefs::Tools;
 use icos_layout::OsKind;
 use icos_lvm::{PhysicalVolume, VolumeGroupSpec};
@@ -38,27 +41,6 @@ struct Built {
 
 static BUILT: OnceLock<Built> = OnceLock::new();
 
-fn require(tool: &str, package: &str) {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .unwrap_or_default()
-        .into_iter()
-        .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
-        .any(|d| d.join(tool).is_file());
-    assert!(
-        found,
-        "host tool `{tool}` is missing: install the Debian package `{package}` (./scripts/prereqs.sh)"
-    );
-}
-
-fn source_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .nth(2)
-        .unwrap()
-        .to_path_buf()
-}
-
 fn built() -> &'static Built {
     BUILT.get_or_init(|| {
         for (tool, package) in [
@@ -73,18 +55,7 @@ fn built() -> &'static Built {
         ] {
             require(tool, package);
         }
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("build_hostos");
-        fs::create_dir_all(&dir).unwrap();
-        let lock = File::create(dir.with_extension("lock")).unwrap();
-        lock.lock().unwrap();
-        for entry in fs::read_dir(&dir).unwrap() {
-            let p = entry.unwrap().path();
-            if p.is_dir() {
-                fs::remove_dir_all(&p).unwrap();
-            } else {
-                fs::remove_file(&p).unwrap();
-            }
-        }
+        let (dir, lock) = fresh_dir("build_hostos");
         let out = dir.join("out");
         let status = Command::new(env!("CARGO_BIN_EXE_icos"))
             .args(["build", "hostos", "--source"])
@@ -95,20 +66,7 @@ fn built() -> &'static Built {
             .unwrap();
         assert!(status.success(), "icos build hostos failed: {status}");
         let art = out.join("hostos");
-        let mut names: Vec<String> = fs::read_dir(&art)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        assert_eq!(
-            names,
-            [
-                "SHA256SUMS",
-                "VERSION.TXT",
-                "disk-img.tar.zst",
-                "update-img.tar.zst"
-            ]
-        );
+        assert_artifacts(&art);
         let leftovers: Vec<_> = fs::read_dir(&out).unwrap().collect();
         assert_eq!(
             leftovers.len(),
@@ -186,17 +144,6 @@ impl Drop for Loop {
     fn drop(&mut self) {
         let _ = Command::new("losetup").args(["-d", &self.0]).status();
     }
-}
-
-fn run_ok(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]

@@ -28,12 +28,15 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod common;
+
 use std::fs::{self, File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::{require, run_ok, source_root};
 use icos_build::hostos::HOSTOS_CONFIG_FS_UUID;
 use icos_imagefs::{Ext4Source, Ext4Spec, Tools};
 use icos_layout::OsKind;
@@ -46,40 +49,8 @@ const HOSTOS_MEMORY_MIB: u64 = 5120;
 /// The whole boot, HostOS and nested GuestOS, must be done by then.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(480);
 
-fn require(tool: &str, package: &str) {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .unwrap_or_default()
-        .into_iter()
-        .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
-        .any(|d| d.join(tool).is_file());
-    assert!(
-        found,
-        "host tool `{tool}` is missing: install the Debian package `{package}` (./scripts/prereqs.sh)"
-    );
-}
-
-fn source_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .nth(2)
-        .unwrap()
-        .to_path_buf()
-}
-
 fn icos() -> Command {
     Command::new(env!("CARGO_BIN_EXE_icos"))
-}
-
-fn run_ok(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// `icos build KIND` into `out`, then the disk extracted into `dest`.

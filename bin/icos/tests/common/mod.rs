@@ -1,0 +1,93 @@
+//! Helpers shared by the image tests (`build_*`, `hostos_nested`): the
+//! source tree, host tool checks, commands that must succeed, and a work
+//! folder of their own under `$CARGO_TARGET_TMPDIR`.
+//!
+//! Each test binary uses a part of this module.
+
+#![allow(dead_code, clippy::expect_used, clippy::unwrap_used)]
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The workspace root (the icos source tree).
+pub fn source_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .unwrap()
+        .to_path_buf()
+}
+
+/// Fails the test, naming the Debian package, when a host tool is missing.
+pub fn require(tool: &str, package: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
+        .any(|d| d.join(tool).is_file());
+    assert!(
+        found,
+        "host tool `{tool}` is missing: install the Debian package `{package}` (./scripts/prereqs.sh)"
+    );
+}
+
+/// Runs `cmd`, fails the test with its output unless it succeeds, and
+/// returns its standard output.
+pub fn run_ok(cmd: &mut Command) -> String {
+    String::from_utf8_lossy(&run_ok_bytes(cmd)).into_owned()
+}
+
+/// [`run_ok`], returning the raw standard output.
+pub fn run_ok_bytes(cmd: &mut Command) -> Vec<u8> {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// `$CARGO_TARGET_TMPDIR/<name>`, emptied, and held with a file lock (so
+/// two runs of the same test never share it) as long as the returned file
+/// lives.
+pub fn fresh_dir(name: &str) -> (PathBuf, File) {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    fs::create_dir_all(&dir).unwrap();
+    let lock = File::create(dir.with_extension("lock")).unwrap();
+    lock.lock().unwrap();
+    for entry in fs::read_dir(&dir).unwrap() {
+        let p = entry.unwrap().path();
+        if p.is_dir() {
+            fs::remove_dir_all(&p).unwrap();
+        } else {
+            fs::remove_file(&p).unwrap();
+        }
+    }
+    (dir, lock)
+}
+
+/// Checks that an image's output folder holds exactly the four published
+/// artifacts.
+pub fn assert_artifacts(art: &Path) {
+    let mut names: Vec<String> = fs::read_dir(art)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "SHA256SUMS",
+            "VERSION.TXT",
+            "disk-img.tar.zst",
+            "update-img.tar.zst"
+        ],
+        "{}",
+        art.display()
+    );
+}
