@@ -13,6 +13,13 @@
 #   CONNS=32       concurrent connections of the load generator
 #   ROUNDS=3       rounds; each round runs every target once, in turn
 #   OHA=FILE       the load generator [installed with cargo install oha]
+#   KINDS="query call"  request kinds to run
+#   ROUTER=FILE    the router binary [target/release/icos-boundary]
+#   BUILD=0        use the release binaries already built
+#   METRICS=1      serve the router's metrics (default: off; requests are
+#                  counted either way)
+#   PERF=1         profile the router (perf record -g, 5 s) during the first
+#                  round's peak query run; report in $W/perf-router.txt
 #
 # Targets, all on loopback: one testnet replica directly ("direct"); the
 # router in front of the 4 replicas of one subnet ("router"); nginx with an
@@ -20,7 +27,10 @@
 # an anonymous query of the counter canister (`read`) and an update call
 # (`inc`, v3 synchronous) made once by `icos-testnet-replica envelope`; the
 # router's query cache is off (its default), so every query is decoded,
-# routed and forwarded. Results: $W/results.tsv and one oha JSON per run.
+# routed and forwarded. Results: $W/results.tsv and one oha JSON per run;
+# column cpu_us is the CPU time (user + system) the target's own processes
+# spent per request during the run, which depends far less on what else
+# runs on the machine than requests/s do.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -28,6 +38,7 @@ W=${W:-/var/tmp/icos-bench-boundary}
 DURATION=${DURATION:-15s}
 CONNS=${CONNS:-32}
 ROUNDS=${ROUNDS:-3}
+KINDS=${KINDS:-query call}
 PORT_BASE=${PORT_BASE:-19100}
 ROUTER_PORT=$((PORT_BASE - 10))
 NGINX_PORT=$((PORT_BASE - 9))
@@ -47,9 +58,12 @@ if [ ! -x "$OHA" ]; then
   OHA=$W/tools/bin/oha
 fi
 
-log "building the router and the testnet replica (release)"
-cargo build --release --locked -p icos-boundary-bin -p icos-testnet-replica-bin >&2
+if [ "${BUILD:-1}" = 1 ]; then
+  log "building the router and the testnet replica (release)"
+  cargo build --release --locked -p icos-boundary-bin -p icos-testnet-replica-bin >&2
+fi
 BIN=$REPO/target/release
+ROUTER=${ROUTER:-$BIN/icos-boundary}
 
 pids=()
 cleanup() {
@@ -78,8 +92,13 @@ for i in 0 1 2 3; do
   pids+=($!)
 done
 "$BIN/icos-testnet-replica" routing-table --config "$W/testnet.json" --port-base "$PORT_BASE" >"$W/table.json"
-"$BIN/icos-boundary" --routing-table "$W/table.json" --listen "127.0.0.1:$ROUTER_PORT" \
-  --obs-disable-metrics 2>"$W/router.log" &
+if [ "${METRICS:-0}" = 1 ]; then
+  metrics_flags=(--obs-metrics-addr "127.0.0.1:$((PORT_BASE - 8))")
+else
+  metrics_flags=(--obs-disable-metrics)
+fi
+"$ROUTER" --routing-table "$W/table.json" --listen "127.0.0.1:$ROUTER_PORT" \
+  "${metrics_flags[@]}" 2>"$W/router.log" &
 router_pid=$!
 pids+=("$router_pid")
 
@@ -147,50 +166,89 @@ url() { # target kind
   echo "http://127.0.0.1:$port/api/$v/canister/$COUNTER/$path"
 }
 
-# oha run: target kind label [extra args]; prints "rps p50_ms p99_ms ok_ratio"
+# CPU time (user + system, clock ticks) used so far by a target's own
+# processes: replica 0 for direct, the router, nginx's master and workers.
+target_pids() {
+  case $1 in
+    direct) echo "${pids[0]}" ;;
+    router) echo "$router_pid" ;;
+    nginx) cat "$W/nginx/nginx.pid"; pgrep -P "$(cat "$W/nginx/nginx.pid")" || true ;;
+  esac
+}
+cpu_ticks() {
+  local t=0 p v
+  for p in $(target_pids "$1"); do
+    # Fields 14 and 15 of /proc/PID/stat, counted after the ")" that ends
+    # the command name.
+    v=$(sed 's/.*) //' "/proc/$p/stat" | awk '{print $12 + $13}')
+    t=$((t + v))
+  done
+  echo "$t"
+}
+TICK=$(getconf CLK_TCK)
+
+# oha run: target kind label [extra args]; prints
+# "rps p50_ms p99_ms ok_ratio cpu_us_per_request"
 run() {
   local target=$1 kind=$2 label=$3
   shift 3
   local out="$W/oha-$label-$target-$kind.json"
+  local before after
+  before=$(cpu_ticks "$target")
   "$OHA" -z "$DURATION" -c "$CONNS" -m POST -T application/cbor -D "$W/$kind.cbor" \
     --no-tui --output-format json "$@" "$(url "$target" "$kind")" >"$out"
-  python3 - "$out" <<'PY'
+  after=$(cpu_ticks "$target")
+  python3 - "$out" "$((after - before))" "$TICK" <<'PY'
 import json, sys
 d = json.load(open(sys.argv[1]))
 s = d["summary"]; p = d["latencyPercentiles"]
 codes = d.get("statusCodeDistribution", {})
 ok = sum(v for k, v in codes.items() if k.startswith("2"))
 total = sum(codes.values()) or 1
-print(f'{s["requestsPerSec"]:.0f} {p["p50"]*1000:.3f} {p["p99"]*1000:.3f} {ok/total:.4f}')
+cpu_us = int(sys.argv[2]) / int(sys.argv[3]) * 1e6 / total
+print(f'{s["requestsPerSec"]:.0f} {p["p50"]*1000:.3f} {p["p99"]*1000:.3f} {ok/total:.4f} {cpu_us:.1f}')
 PY
 }
 
 load() { awk '{print $1}' /proc/loadavg; }
 
-printf 'round\tphase\ttarget\tkind\trps\tp50_ms\tp99_ms\tok_ratio\tload1\n' >"$W/results.tsv"
+printf 'round\tphase\ttarget\tkind\trps\tp50_ms\tp99_ms\tok_ratio\tcpu_us\tload1\n' >"$W/results.tsv"
 for r in $(seq "$ROUNDS"); do
   envelopes
-  for kind in query call; do
+  for kind in $KINDS; do
     declare -A peak=()
     for target in direct router nginx; do
-      read -r rps p50 p99 ok < <(run "$target" "$kind" "peak-r$r")
+      if [ "${PERF:-0}" = 1 ] && [ "$r" = 1 ] && [ "$target" = router ] && [ "$kind" = query ]; then
+        (sleep 2 && perf record -q -g -o "$W/perf-router.data" -p "$router_pid" -- sleep 5 >/dev/null 2>&1) &
+      fi
+      read -r rps p50 p99 ok cpu < <(run "$target" "$kind" "peak-r$r")
       peak[$target]=$rps
-      printf '%s\tpeak\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$target" "$kind" "$rps" "$p50" "$p99" "$ok" "$(load)" | tee -a "$W/results.tsv" >&2
+      printf '%s\tpeak\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$target" "$kind" "$rps" "$p50" "$p99" "$ok" "$cpu" "$(load)" | tee -a "$W/results.tsv" >&2
     done
     # Latency at half of the router's peak rate, the same rate for all three.
     rate=$(( ${peak[router]} / 2 ))
     for target in direct router nginx; do
-      read -r rps p50 p99 ok < <(run "$target" "$kind" "half-r$r" -q "$rate")
-      printf '%s\thalf@%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$rate" "$target" "$kind" "$rps" "$p50" "$p99" "$ok" "$(load)" | tee -a "$W/results.tsv" >&2
+      read -r rps p50 p99 ok cpu < <(run "$target" "$kind" "half-r$r" -q "$rate")
+      printf '%s\thalf@%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$rate" "$target" "$kind" "$rps" "$p50" "$p99" "$ok" "$cpu" "$(load)" | tee -a "$W/results.tsv" >&2
     done
     unset peak
   done
 done
 
 rss=$(awk '/VmHWM/{print $2}' "/proc/$router_pid/status")
+if [ -f "$W/perf-router.data" ]; then
+  {
+    perf report -q -i "$W/perf-router.data" --no-children --sort dso --stdio -g none
+    echo
+    perf report -q -i "$W/perf-router.data" --no-children --sort dso,symbol --percent-limit 0.5 \
+      --stdio -g none
+  } 2>/dev/null | sed -E 's/[[:space:]]+-[[:space:]]+-[[:space:]]*$//; s/[[:space:]]+$//' >"$W/perf-router.txt" || true
+  rm -f "$W/perf-router.data"*
+  log "router profile: $W/perf-router.txt"
+fi
 printf 'router peak RSS (VmHWM): %s KiB\n' "$rss" | tee "$W/rss.txt" >&2
 nginx_rss=0
-for p in $(pgrep -f "nginx: worker process" || true) $(cat "$W/nginx/nginx.pid"); do
+for p in $(target_pids nginx); do
   v=$(awk '/VmHWM/{print $2}' "/proc/$p/status" 2>/dev/null || echo 0)
   nginx_rss=$((nginx_rss + v))
 done

@@ -124,6 +124,10 @@ pub struct Cli {
     /// Cache queries from non-anonymous senders too.
     #[arg(long)]
     pub cache_non_anonymous: bool,
+
+    /// Threads serving the API, each with its own replica connections [default: one per CPU core].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub worker_threads: Option<u16>,
 }
 
 impl Cli {
@@ -183,6 +187,9 @@ impl Cli {
             ttl: self.cache_ttl,
             cache_non_anonymous: self.cache_non_anonymous,
         });
+        if let Some(n) = self.worker_threads {
+            c.workers = usize::from(n);
+        }
         Ok(c)
     }
 }
@@ -207,6 +214,25 @@ mod tests {
         assert!(!c.retry.retry_update_calls);
         assert!(c.latency_routing);
         assert!(c.cache.is_none());
+        assert_eq!(c.workers, icos_boundary::default_workers());
+        let cli = Cli::parse_from([
+            "icos-boundary",
+            "--routing-table",
+            "t.json",
+            "--worker-threads",
+            "3",
+        ]);
+        assert_eq!(cli.to_config().unwrap().workers, 3);
+        assert!(
+            Cli::try_parse_from([
+                "icos-boundary",
+                "--routing-table",
+                "t.json",
+                "--worker-threads",
+                "0"
+            ])
+            .is_err()
+        );
         let cli = Cli::parse_from([
             "icos-boundary",
             "--routing-table",

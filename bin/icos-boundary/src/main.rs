@@ -36,7 +36,10 @@ fn main() -> ExitCode {
 }
 
 fn run(config: icos_boundary::RouterConfig) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // Requests are served by the router's own threads; this runtime only
+    // accepts connections and runs health checks, table reloads, metrics
+    // and signal handling.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;

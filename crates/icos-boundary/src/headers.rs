@@ -41,20 +41,21 @@ pub fn is_hyphenated_uuid(s: &str) -> bool {
 
 /// A random version-4 UUID, hyphenated.
 pub fn new_request_id(rng: &mut fastrand::Rng) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut v = rng.u128(..);
     v &= !(0xf << 76);
     v |= 0x4 << 76;
     v &= !(0x3 << 62);
     v |= 0x2 << 62;
-    let h = format!("{v:032x}");
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
+    let mut out = String::with_capacity(36);
+    for i in 0..32 {
+        if matches!(i, 8 | 12 | 16 | 20) {
+            out.push('-');
+        }
+        let nibble = (v >> (124 - 4 * i)) & 0xf;
+        out.push(char::from(HEX[nibble as usize]));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -71,5 +72,16 @@ mod tests {
         let id = new_request_id(&mut rng);
         assert!(is_hyphenated_uuid(&id), "{id}");
         assert_eq!(&id[14..15], "4");
+        assert!(matches!(&id[19..20], "8" | "9" | "a" | "b"), "{id}");
+        let mut rng = fastrand::Rng::with_seed(3);
+        let v = {
+            let mut v = rng.u128(..);
+            v &= !(0xf << 76);
+            v |= 0x4 << 76;
+            v &= !(0x3 << 62);
+            v |= 0x2 << 62;
+            v
+        };
+        assert_eq!(id.replace('-', ""), format!("{v:032x}"));
     }
 }

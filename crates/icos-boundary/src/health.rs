@@ -304,7 +304,7 @@ async fn check_node(
             .send(
                 &node,
                 Method::GET,
-                crate::routes::PATH_STATUS,
+                http::uri::PathAndQuery::from_static(crate::routes::PATH_STATUS),
                 &HeaderMap::new(),
                 Bytes::new(),
                 cfg.check_timeout,

@@ -105,6 +105,8 @@ pub struct RouterConfig {
     pub rate_limit_per_subnet: Option<u32>,
     /// The query cache, if enabled.
     pub cache: Option<CacheConfig>,
+    /// Threads serving the API listener (at least 1).
+    pub workers: usize,
 }
 
 impl RouterConfig {
@@ -125,8 +127,14 @@ impl RouterConfig {
             rate_limit_per_ip: None,
             rate_limit_per_subnet: None,
             cache: None,
+            workers: default_workers(),
         }
     }
+}
+
+/// One serving thread per core the process may use.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
 }
 
 /// Why the router could not start.
@@ -140,6 +148,9 @@ pub enum StartError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// A serving thread or its runtime could not be started.
+    #[error("starting a serving thread: {0}")]
+    Threads(std::io::Error),
 }
 
 /// A running router.
@@ -227,7 +238,7 @@ pub async fn start(cfg: RouterConfig) -> Result<RunningRouter, StartError> {
         cfg.health,
     )));
 
-    let state = Arc::new(AppState {
+    let state = AppState {
         table,
         health: view,
         health_cfg: cfg.health,
@@ -242,18 +253,33 @@ pub async fn start(cfg: RouterConfig) -> Result<RunningRouter, StartError> {
         },
         ip_limiter: cfg
             .rate_limit_per_ip
-            .map(|n| KeyedLimiter::new(n, DEFAULT_MAX_KEYS)),
+            .map(|n| Arc::new(KeyedLimiter::new(n, DEFAULT_MAX_KEYS))),
         subnet_limiter: cfg
             .rate_limit_per_subnet
-            .map(|n| KeyedLimiter::new(n, DEFAULT_MAX_KEYS)),
-        cache: cfg.cache.map(QueryCache::new),
-    });
+            .map(|n| Arc::new(KeyedLimiter::new(n, DEFAULT_MAX_KEYS))),
+        cache: cfg.cache.map(|c| Arc::new(QueryCache::new(c))),
+    };
+    // One app per serving thread, each with its own replica connections.
+    let apps = (0..cfg.workers.max(1))
+        .map(|_| {
+            server::api_router(Arc::new(AppState {
+                upstream: Upstream::new(cfg.connect_timeout),
+                ..state.clone()
+            }))
+        })
+        .collect();
 
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let mut servers = vec![tokio::spawn(server::serve(
+    let threads =
+        server::ServingThreads::spawn(apps, cfg.read_timeout, &shutdown_rx).map_err(|e| {
+            for task in &background {
+                task.abort();
+            }
+            StartError::Threads(e)
+        })?;
+    let mut servers = vec![tokio::spawn(server::serve_threads(
         listener,
-        server::api_router(state),
-        cfg.read_timeout,
+        threads,
         shutdown_rx.clone(),
     ))];
     if let Some(l) = metrics_listener {

@@ -17,12 +17,14 @@
 //!
 //! Node series are dropped when a new routing table is published.
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+
+use crate::principal::Principal;
 
 const KB: f64 = 1024.0;
 const DURATION_BUCKETS: [f64; 8] = [0.05, 0.2, 0.5, 1.0, 2.0, 4.0, 7.0, 11.0];
@@ -32,23 +34,42 @@ const RESPONSE_SIZE_BUCKETS: [f64; 4] = [KB, 8.0 * KB, 64.0 * KB, 256.0 * KB];
 /// The content type of the exposition.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// Labels of the `http_request_*` series.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+/// Labels of the `http_request_*` series. Plain values, so that recording
+/// a request allocates nothing; they are turned into text only when the
+/// metrics are read.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
     /// e.g. `query_v3`.
-    pub request_type: String,
+    pub request_type: &'static str,
     /// e.g. `200`.
-    pub status_code: String,
+    pub status_code: u16,
     /// The subnet, or `unknown`.
-    pub subnet_id: String,
+    pub subnet_id: SubnetLabel,
     /// The precise error cause, or `none`.
-    pub error_cause: String,
+    pub error_cause: &'static str,
     /// `HIT`, `MISS`, `BYPASS` or `DISABLED`.
-    pub cache_status: String,
+    pub cache_status: &'static str,
     /// The bypass reason, or `none`.
-    pub cache_bypass: String,
+    pub cache_bypass: &'static str,
     /// Retries done (`0`, `1`, …).
-    pub retry: String,
+    pub retry: usize,
+}
+
+/// A subnet as a label value: its textual id, or `unknown`.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub struct SubnetLabel(pub Option<Principal>);
+
+impl EncodeLabelValue for SubnetLabel {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        match self.0 {
+            Some(id) => {
+                let text = id.to_text();
+                let text: &str = &text;
+                text.encode(encoder)
+            }
+            None => "unknown".encode(encoder),
+        }
+    }
 }
 
 /// Labels of `http_request_status_total`.
@@ -255,19 +276,42 @@ mod tests {
         let m = Metrics::new();
         m.http_requests
             .get_or_create(&HttpLabels {
-                request_type: "query_v3".into(),
-                status_code: "200".into(),
-                subnet_id: "x".into(),
-                error_cause: "none".into(),
-                cache_status: "MISS".into(),
-                cache_bypass: "none".into(),
-                retry: "0".into(),
+                request_type: "query_v3",
+                status_code: 200,
+                subnet_id: SubnetLabel(Some(Principal::ANONYMOUS)),
+                error_cause: "none",
+                cache_status: "MISS",
+                cache_bypass: "none",
+                retry: 0,
+            })
+            .inc();
+        m.http_requests
+            .get_or_create(&HttpLabels {
+                request_type: "call_v3",
+                status_code: 400,
+                subnet_id: SubnetLabel(None),
+                error_cause: "canister_not_found",
+                cache_status: "DISABLED",
+                cache_bypass: "none",
+                retry: 1,
             })
             .inc();
         m.persist_nodes.set(gauge_value(3));
         let text = m.encode();
         assert!(
-            text.contains("http_request_total{request_type=\"query_v3\""),
+            text.contains(
+                "http_request_total{request_type=\"query_v3\",status_code=\"200\",\
+                 subnet_id=\"2vxsx-fae\",error_cause=\"none\",cache_status=\"MISS\",\
+                 cache_bypass=\"none\",retry=\"0\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "http_request_total{request_type=\"call_v3\",status_code=\"400\",\
+                 subnet_id=\"unknown\",error_cause=\"canister_not_found\",\
+                 cache_status=\"DISABLED\",cache_bypass=\"none\",retry=\"1\"} 1"
+            ),
             "{text}"
         );
         m.checks

@@ -109,19 +109,50 @@ impl Principal {
 
 impl fmt::Display for Principal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_text())
+    }
+}
+
+/// A principal's textual form, built without allocating (see
+/// [`Principal::to_text`]); dereferences to `str`.
+#[derive(Clone, Copy)]
+pub struct PrincipalText {
+    len: u8,
+    buf: [u8; MAX_TEXT_LEN],
+}
+
+impl std::ops::Deref for PrincipalText {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        // Only ASCII from the alphabet and `-` is ever written.
+        std::str::from_utf8(&self.buf[..usize::from(self.len)]).unwrap_or_default()
+    }
+}
+
+impl Principal {
+    /// The textual form, on the stack.
+    pub fn to_text(&self) -> PrincipalText {
         let blob = self.as_slice();
-        let mut data = Vec::with_capacity(4 + blob.len());
-        data.extend_from_slice(&crc32fast::hash(blob).to_be_bytes());
-        data.extend_from_slice(blob);
-        let encoded = base32_encode(&data);
-        for (i, chunk) in encoded.as_bytes().chunks(5).enumerate() {
-            if i > 0 {
-                f.write_str("-")?;
+        let mut data = [0u8; 4 + MAX_PRINCIPAL_LEN];
+        data[..4].copy_from_slice(&crc32fast::hash(blob).to_be_bytes());
+        data[4..4 + blob.len()].copy_from_slice(blob);
+        let mut out = PrincipalText {
+            len: 0,
+            buf: [0; MAX_TEXT_LEN],
+        };
+        let mut n = 0;
+        base32_encode(&data[..4 + blob.len()], |symbol| {
+            if n > 0 && n % 6 == 5 {
+                out.buf[n] = b'-';
+                n += 1;
             }
-            // The alphabet is ASCII, so every chunk is valid UTF-8.
-            f.write_str(std::str::from_utf8(chunk).map_err(|_| fmt::Error)?)?;
-        }
-        Ok(())
+            out.buf[n] = symbol;
+            n += 1;
+        });
+        // At most 53 symbols and 10 dashes: n ≤ 63.
+        out.len = u8::try_from(n).unwrap_or(0);
+        out
     }
 }
 
@@ -146,34 +177,39 @@ pub fn parse_principal(text: &str) -> Result<Principal, PrincipalError> {
     if text.len() > MAX_TEXT_LEN {
         return Err(PrincipalError::TextTooLong(text.len()));
     }
-    let mut symbols = Vec::with_capacity(text.len());
+    let mut symbols = [0u8; MAX_TEXT_LEN];
+    let mut count = 0;
     for c in text.chars() {
         if c == '-' {
             continue;
         }
         match ALPHABET.iter().position(|&a| char::from(a) == c) {
-            Some(v) => symbols.push(u8::try_from(v).map_err(|_| PrincipalError::InvalidChar(c))?),
+            Some(v) => {
+                symbols[count] = u8::try_from(v).map_err(|_| PrincipalError::InvalidChar(c))?;
+                count += 1;
+            }
             None => return Err(PrincipalError::InvalidChar(c)),
         }
     }
-    let data = base32_decode(&symbols)?;
-    if data.len() < 4 {
+    let mut data = [0u8; MAX_TEXT_LEN * 5 / 8];
+    let len = base32_decode(&symbols[..count], &mut data)?;
+    if len < 4 {
         return Err(PrincipalError::TooShort);
     }
-    let (checksum, blob) = data.split_at(4);
+    let (checksum, blob) = data[..len].split_at(4);
     let principal = Principal::from_slice(blob)?;
     if checksum != crc32fast::hash(blob).to_be_bytes() {
         return Err(PrincipalError::BadChecksum);
     }
-    let canonical = principal.to_string();
-    if canonical != text {
-        return Err(PrincipalError::NotCanonical(canonical));
+    let canonical = principal.to_text();
+    if *canonical != *text {
+        return Err(PrincipalError::NotCanonical(canonical.to_string()));
     }
     Ok(principal)
 }
 
-fn base32_encode(data: &[u8]) -> String {
-    let mut out = String::with_capacity(data.len().div_ceil(5) * 8);
+/// Encodes `data` as base32 symbols (ASCII), passing each to `emit`.
+fn base32_encode(data: &[u8], mut emit: impl FnMut(u8)) {
     let mut buffer: u32 = 0;
     let mut bits = 0u32;
     for &byte in data {
@@ -181,24 +217,23 @@ fn base32_encode(data: &[u8]) -> String {
         bits += 8;
         while bits >= 5 {
             bits -= 5;
-            out.push(char::from(ALPHABET[((buffer >> bits) & 31) as usize]));
+            emit(ALPHABET[((buffer >> bits) & 31) as usize]);
         }
         buffer &= (1 << bits) - 1;
     }
     if bits > 0 {
-        out.push(char::from(ALPHABET[((buffer << (5 - bits)) & 31) as usize]));
+        emit(ALPHABET[((buffer << (5 - bits)) & 31) as usize]);
     }
-    out
 }
 
 /// Decodes 5-bit symbols; trailing bits must be zero and no partial byte of
 /// 5 or more bits may be left over (RFC 4648 lengths only).
-fn base32_decode(symbols: &[u8]) -> Result<Vec<u8>, PrincipalError> {
+fn base32_decode(symbols: &[u8], out: &mut [u8]) -> Result<usize, PrincipalError> {
     // Valid unpadded lengths modulo 8 are 0, 2, 4, 5 and 7.
-    if matches!(symbols.len() % 8, 1 | 3 | 6) {
+    if matches!(symbols.len() % 8, 1 | 3 | 6) || symbols.len() * 5 / 8 > out.len() {
         return Err(PrincipalError::InvalidBase32);
     }
-    let mut out = Vec::with_capacity(symbols.len() * 5 / 8);
+    let mut n = 0;
     let mut buffer: u32 = 0;
     let mut bits = 0u32;
     for &s in symbols {
@@ -206,14 +241,15 @@ fn base32_decode(symbols: &[u8]) -> Result<Vec<u8>, PrincipalError> {
         bits += 5;
         if bits >= 8 {
             bits -= 8;
-            out.push(((buffer >> bits) & 0xff) as u8);
+            out[n] = ((buffer >> bits) & 0xff) as u8;
+            n += 1;
             buffer &= (1 << bits) - 1;
         }
     }
     if buffer != 0 {
         return Err(PrincipalError::InvalidBase32);
     }
-    Ok(out)
+    Ok(n)
 }
 
 #[cfg(test)]
@@ -273,13 +309,19 @@ mod tests {
         let mut blob = p.as_slice().to_vec();
         blob[7] ^= 1;
         data.extend_from_slice(&blob);
-        let text = group(&base32_encode(&data));
+        let text = group(&encode(&data));
         assert_eq!(parse_principal(&text), Err(PrincipalError::BadChecksum));
         // Checksum of the anonymous principal altered.
         assert_eq!(
             parse_principal("2vxsx-fqe"),
             Err(PrincipalError::BadChecksum)
         );
+    }
+
+    fn encode(data: &[u8]) -> String {
+        let mut out = String::new();
+        base32_encode(data, |c| out.push(char::from(c)));
+        out
     }
 
     fn group(s: &str) -> String {
@@ -323,7 +365,7 @@ mod tests {
         let blob = [7u8; 30];
         let mut data = crc32fast::hash(&blob).to_be_bytes().to_vec();
         data.extend_from_slice(&blob);
-        let text = group(&base32_encode(&data));
+        let text = group(&encode(&data));
         assert!(text.len() > MAX_TEXT_LEN || parse_principal(&text).is_err());
     }
 

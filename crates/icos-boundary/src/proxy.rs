@@ -24,6 +24,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
+use http::uri::PathAndQuery;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
@@ -36,7 +37,7 @@ use crate::headers::{
     X_IC_SUBNET_ID, X_REQUEST_ID, is_hyphenated_uuid, new_request_id,
 };
 use crate::health::{HealthConfig, HealthView};
-use crate::metrics::{HttpLabels, Metrics, StatusLabels, gauge_value};
+use crate::metrics::{HttpLabels, Metrics, StatusLabels, SubnetLabel, gauge_value};
 use crate::principal::{Principal, parse_principal};
 use crate::ratelimit::KeyedLimiter;
 use crate::retry::{RetryPolicy, needs_retry};
@@ -66,8 +67,10 @@ pub struct ProxyConfig {
     pub latency_routing: bool,
 }
 
-/// Everything the handlers share.
-#[derive(Debug)]
+/// Everything the handlers share. Each serving thread has its own copy,
+/// differing only in the replica client (its own connection pool); the
+/// rest is shared.
+#[derive(Debug, Clone)]
 pub struct AppState {
     /// The published routing table.
     pub table: Arc<TableHandle>,
@@ -75,18 +78,18 @@ pub struct AppState {
     pub health: Arc<ArcSwap<HealthView>>,
     /// Health thresholds (for the aggregate health).
     pub health_cfg: HealthConfig,
-    /// The replica client.
+    /// The replica client of this serving thread.
     pub upstream: Upstream,
     /// The metrics.
     pub metrics: Arc<Metrics>,
     /// Pipeline settings.
     pub cfg: ProxyConfig,
     /// Per-IP limit on update calls.
-    pub ip_limiter: Option<KeyedLimiter<IpAddr>>,
+    pub ip_limiter: Option<Arc<KeyedLimiter<IpAddr>>>,
     /// Per-subnet limit on update calls.
-    pub subnet_limiter: Option<KeyedLimiter<Principal>>,
+    pub subnet_limiter: Option<Arc<KeyedLimiter<Principal>>>,
     /// The query cache.
-    pub cache: Option<QueryCache>,
+    pub cache: Option<Arc<QueryCache>>,
 }
 
 /// What is known about a request as it moves through the pipeline.
@@ -263,10 +266,11 @@ async fn process(
         pick_random(healthy, attempts, &mut rng)
     };
 
-    let path = parts
-        .uri
-        .path_and_query()
-        .map_or_else(|| parts.uri.path(), |p| p.as_str());
+    let path = match parts.uri.path_and_query() {
+        Some(p) => p.clone(),
+        None => PathAndQuery::try_from(parts.uri.path())
+            .map_err(|e| ErrorCause::MalformedRequest(format!("bad path: {e}")))?,
+    };
     let mut last = Err(ErrorCause::NoHealthyNodes);
     for (i, node) in nodes.iter().enumerate() {
         ctx.node_id = Some(node.id);
@@ -276,7 +280,7 @@ async fn process(
             .send(
                 node,
                 Method::POST,
-                path,
+                path.clone(),
                 &parts.headers,
                 body.clone(),
                 state.cfg.upstream_timeout,
@@ -321,7 +325,13 @@ async fn read_body(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > cfg.max_body as u64) {
+    if let Some(n) = declared.filter(|&n| n > cfg.max_body as u64) {
+        // A client still sending would get its connection reset instead of
+        // the answer if it were closed with the body unread: read and drop
+        // bodies of up to twice the limit first.
+        if n <= 2 * cfg.max_body as u64 {
+            let _ = tokio::time::timeout(cfg.body_timeout, discard(body)).await;
+        }
         return Err(ErrorCause::PayloadTooLarge(cfg.max_body));
     }
     let collect = Limited::new(body, cfg.max_body).collect();
@@ -333,10 +343,20 @@ async fn read_body(
     }
 }
 
+/// Reads `body` to its end, keeping nothing.
+async fn discard(mut body: Body) {
+    while let Some(Ok(_)) = body.frame().await {}
+}
+
 fn set(headers: &mut HeaderMap, name: http::HeaderName, value: &str) {
     if let Ok(v) = HeaderValue::from_str(value) {
         headers.insert(name, v);
     }
+}
+
+/// Like [`set`], for names and words of the router's own: no copy.
+fn set_static(headers: &mut HeaderMap, name: http::HeaderName, value: &'static str) {
+    headers.insert(name, HeaderValue::from_static(value));
 }
 
 fn security_headers(headers: &mut HeaderMap) {
@@ -347,12 +367,17 @@ fn security_headers(headers: &mut HeaderMap) {
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
 }
 
+/// How many headers [`finish`] may add to a reply.
+const DIAGNOSTIC_HEADERS: usize = 15;
+
 fn finish(ctx: &Ctx, result: Result<Reply, ErrorCause>) -> (Response, Option<ErrorCause>) {
     let (mut response, cause) = match result {
         Ok(reply) => {
             let mut response = Response::new(Body::from(reply.body));
             *response.status_mut() = reply.status;
             *response.headers_mut() = reply.headers;
+            // Room for the diagnostic headers below, in one allocation.
+            response.headers_mut().reserve(DIAGNOSTIC_HEADERS);
             if reply.status.is_success() {
                 response.headers_mut().insert(
                     header::CONTENT_TYPE,
@@ -368,39 +393,39 @@ fn finish(ctx: &Ctx, result: Result<Reply, ErrorCause>) -> (Response, Option<Err
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("text/plain; charset=utf-8"),
             );
-            set(response.headers_mut(), X_IC_ERROR_CAUSE, client.name());
+            set_static(response.headers_mut(), X_IC_ERROR_CAUSE, client.name());
             (response, Some(cause))
         }
     };
     let h = response.headers_mut();
     security_headers(h);
     if cause.is_none() {
-        set(h, X_IC_ERROR_CAUSE, "none");
+        set_static(h, X_IC_ERROR_CAUSE, "none");
     }
     set(h, X_REQUEST_ID, &ctx.request_id);
-    set(h, X_IC_REQUEST_TYPE, ctx.request_type.as_str());
-    set(h, X_IC_CACHE_STATUS, ctx.cache.as_str());
+    set_static(h, X_IC_REQUEST_TYPE, ctx.request_type.as_str());
+    set_static(h, X_IC_CACHE_STATUS, ctx.cache.as_str());
     if let CacheStatus::Bypass(reason) = ctx.cache {
-        set(h, X_IC_CACHE_BYPASS_REASON, reason.as_str());
+        set_static(h, X_IC_CACHE_BYPASS_REASON, reason.as_str());
     }
     if let Some(id) = ctx.canister_id {
-        set(h, X_IC_CANISTER_ID, &id.to_string());
+        set(h, X_IC_CANISTER_ID, &id.to_text());
     }
     if let Some(id) = ctx.subnet_id {
-        set(h, X_IC_SUBNET_ID, &id.to_string());
+        set(h, X_IC_SUBNET_ID, &id.to_text());
     }
     if let Some(id) = ctx.node_id {
-        set(h, X_IC_NODE_ID, &id.to_string());
+        set(h, X_IC_NODE_ID, &id.to_text());
     }
     if ctx.retries > 0 {
         set(h, X_IC_RETRIES, &ctx.retries.to_string());
     }
     if let Some(content) = &ctx.content {
         if let Some(sender) = content.sender {
-            set(h, X_IC_SENDER, &sender.to_string());
+            set(h, X_IC_SENDER, &sender.to_text());
         }
         if let Some(id) = content.canister_id {
-            set(h, X_IC_CANISTER_ID_CBOR, &id.to_string());
+            set(h, X_IC_CANISTER_ID_CBOR, &id.to_text());
         }
         if let Some(method) = &content.method_name {
             set(h, X_IC_METHOD_NAME, method);
@@ -418,18 +443,16 @@ fn record(
     elapsed: Duration,
 ) {
     let labels = HttpLabels {
-        request_type: ctx.request_type.as_str().into(),
-        status_code: response.status().as_u16().to_string(),
-        subnet_id: ctx
-            .subnet_id
-            .map_or_else(|| "unknown".into(), |s| s.to_string()),
-        error_cause: cause.map_or("none", ErrorCause::name).into(),
-        cache_status: ctx.cache.as_str().into(),
+        request_type: ctx.request_type.as_str(),
+        status_code: response.status().as_u16(),
+        subnet_id: SubnetLabel(ctx.subnet_id),
+        error_cause: cause.map_or("none", ErrorCause::name),
+        cache_status: ctx.cache.as_str(),
         cache_bypass: match ctx.cache {
-            CacheStatus::Bypass(r) => r.as_str().into(),
-            _ => "none".into(),
+            CacheStatus::Bypass(r) => r.as_str(),
+            _ => "none",
         },
-        retry: ctx.retries.to_string(),
+        retry: ctx.retries,
     };
     let response_size = axum::body::HttpBody::size_hint(response.body())
         .exact()
@@ -499,8 +522,8 @@ pub async fn status(State(state): State<Arc<AppState>>) -> Response {
         HeaderValue::from_static("application/cbor"),
     );
     security_headers(h);
-    set(h, X_IC_REQUEST_TYPE, RequestType::Status.as_str());
-    set(h, X_IC_ERROR_CAUSE, "none");
+    set_static(h, X_IC_REQUEST_TYPE, RequestType::Status.as_str());
+    set_static(h, X_IC_ERROR_CAUSE, "none");
     response
 }
 

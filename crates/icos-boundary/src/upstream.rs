@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName};
+use http::uri::PathAndQuery;
 use http::{Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client;
@@ -75,7 +76,7 @@ impl Upstream {
         &self,
         node: &Node,
         method: Method,
-        path_and_query: &str,
+        path_and_query: PathAndQuery,
         headers: &HeaderMap,
         body: Bytes,
         timeout: Duration,
@@ -119,7 +120,7 @@ impl Upstream {
     }
 }
 
-fn node_uri(base: &Uri, path_and_query: &str) -> Result<Uri, ErrorCause> {
+fn node_uri(base: &Uri, path_and_query: PathAndQuery) -> Result<Uri, ErrorCause> {
     let authority = base
         .authority()
         .ok_or_else(|| ErrorCause::Other(format!("node URL {base} has no host")))?;
@@ -139,9 +140,12 @@ mod tests {
     fn node_uris_keep_host_and_port() {
         let base: Uri = "http://[::1]:8080".parse().unwrap();
         assert_eq!(
-            node_uri(&base, "/api/v3/canister/aaaaa-aa/query")
-                .unwrap()
-                .to_string(),
+            node_uri(
+                &base,
+                PathAndQuery::from_static("/api/v3/canister/aaaaa-aa/query")
+            )
+            .unwrap()
+            .to_string(),
             "http://[::1]:8080/api/v3/canister/aaaaa-aa/query"
         );
     }
