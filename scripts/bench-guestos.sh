@@ -6,9 +6,14 @@
 #
 # Run as root on a fresh clone after scripts/prereqs.sh:
 #
-#   scripts/bench-guestos.sh [all|build|rebuilds|fullcold|baseline|boot|diag|summary]
+#   scripts/bench-guestos.sh [all|build|rebuilds|fullcold|baseline|boot|later|diag|summary]
 #
 # build = cold build + rebuilds (no-op, changed icos binary, sizes)
+# boot  = first boots: every boot starts from the pristine disk (a throwaway
+#         overlay), so ours formats its LUKS2 var and store every time
+# later = later boots: a copy of each disk is booted once in place (its first
+#         boot, not measured), then every measured boot is another boot of
+#         that same disk in place (--in-place)
 #
 # Environment:
 #   W=DIR          work folder [/var/tmp/icos-bench]; everything is written there,
@@ -26,9 +31,12 @@
 #   QUIET=1.0      "quiet" = CPU busy (cores, from /proc/stat over 3 s) below this
 #   TIMEOUT=300    seconds per boot (icos run --timeout; QEMU is killed after)
 #   MEM=4096 VCPUS=2   guest memory (MiB) and vCPUs for both images
+#   DISK_TAR=FILE  boot phases: take our disk from this disk-img.tar.zst (e.g. a
+#                  build of the working tree) instead of the build phase's
 #
-# Results: $W/results.tsv (one line per measurement), $W/boot.tsv (one line
-# per boot), console logs with host timestamps in $W/logs/.
+# Results: $W/results.tsv (one line per measurement), $W/boot.tsv (first
+# boots) and $W/boot-later.tsv (later boots), one line per boot; console logs
+# with host timestamps in $W/logs/ (later boots: boot-later-<image>-<run>.log).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -189,7 +197,8 @@ phase_fullcold() {
 # masked serial-getty@ttyS0 (it would hang up ttyS0 and eat the marker).
 phase_baseline() {
   setup
-  [ -f "$W/disk/disk.img" ] || { echo "error: run the build phase first" >&2; exit 1; }
+  our_disk >/dev/null
+  [ -f "$W/disk/disk.img" ] || { echo "error: run the build phase first (or give DISK_TAR)" >&2; exit 1; }
   local B=$W/baseline; rm -rf "$B"; mkdir -p "$B"
   local lock=$W/src/images/guestos/packages.lock
   local cache=$W/cache-cold; [ -d "$cache/sha256" ] || cache=$HOME/.cache/icos
@@ -250,18 +259,22 @@ EOT
 # ---------------------------------------------------------------- boot
 # One boot with `icos run guestos` (identical QEMU command line for both
 # images: q35, OVMF, TCG, $VCPUS vCPUs, $MEM MiB, the raw disk behind a qcow2
-# overlay, the CONFIG USB media, user-mode NIC, virtio-rng). Console lines get
+# overlay -- or the raw disk itself for later boots --, the CONFIG USB media,
+# user-mode NIC, virtio-rng). Console lines get
 # host timestamps (seconds since the start of icos run).
+# BOOT_TSV is the table the boot is added to; RUN_ARGS extra icos run flags
+# (--in-place for later boots); LOG_TAG a prefix of the log names.
+BOOT_TSV=$W/boot.tsv RUN_ARGS=() LOG_TAG=
 boot_once() { # NAME IMAGE RUN
-  local name=$1 img=$2 i=$3 L=$W/logs/boot-$2-$3.log
-  L=$W/logs/boot-$name-$i.log
+  local name=$1 img=$2 i=$3 L
+  L=$W/logs/boot-$LOG_TAG$name-$i.log
   local pre; pre=$(wait_quiet)
   local a b; a=($(head -1 /proc/stat))
   local rc=0
   /usr/bin/time -f '%U %S %e' -o "$L.time" \
     timeout --kill-after=10 $((TIMEOUT + 60)) \
     "$ICOS" run guestos --image "$img" --accel tcg --memory "$MEM" --vcpus "$VCPUS" \
-      --timeout "$TIMEOUT" --json 2>&1 >"$L.json" \
+      --timeout "$TIMEOUT" --json "${RUN_ARGS[@]}" 2>&1 >"$L.json" \
     | perl -MTime::HiRes=time -ne 'BEGIN{$|=1;$t0=time} printf "%7.2f %s", time-$t0, $_' > "$L" || rc=$?
   b=($(head -1 /proc/stat))
   local tot=0 idle=$(( (b[4]+b[5]) - (a[4]+a[5]) )) k
@@ -280,27 +293,67 @@ boot_once() { # NAME IMAGE RUN
   k0=$( [ -n "$up" ] && [ "$el" != - ] && echo "$el - $up" | bc || true)
   ini=$(ts 'initramfs:|Loading, please wait|Begin: ')
   sd=$(ts '\[UNSUPP\]|\[  OK  \]|\[FAILED\]|systemd\[1\]')  # systemd's first status line
-  echo -e "$name\t$i\t$st\t$el\t${up:--}\t${g:--}\t${k0:--}\t${ini:--}\t${sd:--}\t$(echo "$u + $s" | bc)\t$other\t$(echo "$pre" | tr ' ' '\t')" >> "$W/boot.tsv"
-  log "boot $name #$i: $st elapsed=$el s guest_uptime=${up:--} other_cpu=$other pre=[$pre]"
+  echo -e "$name\t$i\t$st\t$el\t${up:--}\t${g:--}\t${k0:--}\t${ini:--}\t${sd:--}\t$(echo "$u + $s" | bc)\t$other\t$(echo "$pre" | tr ' ' '\t')" >> "$BOOT_TSV"
+  log "boot $LOG_TAG$name #$i: $st elapsed=$el s guest_uptime=${up:--} other_cpu=$other pre=[$pre]"
   [ "$st" = success ] && [ "$(echo "$other < $QUIET" | bc)" = 1 ] && [ "${pre##* }" = quiet ]
 }
 
-phase_boot() {
-  setup
-  local ours=$W/disk/disk.img base=$W/baseline/baseline.img
-  [ -f "$ours" ] && [ -f "$base" ] || { echo "error: run build and baseline first" >&2; exit 1; }
-  echo -e "image\trun\tstatus\tmarker_s\tguest_uptime_s\tgrub_s\tkernel_start_s\tinitramfs_s\tsystemd_s\tqemu_cpu_s\tother_cpu_cores\tpre_busy_cores\tpre_psi_avg10\tpre_load1\tpre_state" > "$W/boot.tsv"
-  local i tries
+# Our disk for the boot phases: the build phase's, or DISK_TAR's.
+our_disk() {
+  if [ -n "${DISK_TAR:-}" ]; then
+    mkdir -p "$W/disk"
+    if [ ! -f "$W/disk/disk.img" ] || [ "$DISK_TAR" -nt "$W/disk/disk.img" ]; then
+      rm -f "$W/disk/disk.img"
+      tar --zstd -xSf "$DISK_TAR" -C "$W/disk" disk.img
+    fi
+  fi
+  echo "$W/disk/disk.img"
+}
+
+boot_series() { # OURS BASE
+  local ours=$1 base=$2 i tries
+  echo -e "image\trun\tstatus\tmarker_s\tguest_uptime_s\tgrub_s\tkernel_start_s\tinitramfs_s\tsystemd_s\tqemu_cpu_s\tother_cpu_cores\tpre_busy_cores\tpre_psi_avg10\tpre_load1\tpre_state" > "$BOOT_TSV"
   for i in $(seq 1 "$N"); do
     for pair in "guestos:$ours" "baseline:$base"; do
       tries=0
       # repeat a boot disturbed by other processes (at most twice)
       until boot_once "${pair%%:*}" "${pair#*:}" "$i" || (( ++tries >= ${MAX_TRIES:-3} )); do
-        log "repeating ${pair%%:*} #$i (not quiet or failed)"
-        sed -i '$s/^/#/' "$W/boot.tsv"
+        log "repeating $LOG_TAG${pair%%:*} #$i (not quiet or failed)"
+        sed -i '$s/^/#/' "$BOOT_TSV"
       done
     done
   done
+}
+
+phase_boot() {
+  setup
+  local ours base=$W/baseline/baseline.img
+  ours=$(our_disk)
+  [ -f "$ours" ] && [ -f "$base" ] || { echo "error: run build and baseline first" >&2; exit 1; }
+  BOOT_TSV=$W/boot.tsv RUN_ARGS=() LOG_TAG=
+  boot_series "$ours" "$base"
+}
+
+# Later boots: copies of both disks, each booted once in place (its first
+# boot: ours formats LUKS2 var and store, Debian commits its machine-id; not
+# measured), then N measured boots of the same disks in place, alternating.
+phase_later() {
+  setup
+  local ours base=$W/baseline/baseline.img L=$W/later x
+  ours=$(our_disk)
+  [ -f "$ours" ] && [ -f "$base" ] || { echo "error: run build and baseline first" >&2; exit 1; }
+  mkdir -p "$L"
+  cp --sparse=always "$ours" "$L/guestos.img"
+  cp --sparse=always "$base" "$L/baseline.img"
+  for x in guestos baseline; do
+    log "later: first boot of $L/$x.img in place (not measured)"
+    timeout --kill-after=10 $((TIMEOUT + 60)) \
+      "$ICOS" run guestos --image "$L/$x.img" --in-place --accel tcg --memory "$MEM" --vcpus "$VCPUS" \
+        --timeout "$TIMEOUT" --json > "$W/logs/later-first-$x.json" 2> "$W/logs/later-first-$x.log" \
+      || { tail -20 "$W/logs/later-first-$x.log" >&2; echo "error: first boot of $x failed" >&2; exit 1; }
+  done
+  BOOT_TSV=$W/boot-later.tsv RUN_ARGS=(--in-place) LOG_TAG=later-
+  boot_series "$L/guestos.img" "$L/baseline.img"
 }
 
 # Diagnostics (not part of the measurement): one boot of each image with
@@ -308,6 +361,7 @@ phase_boot() {
 # appends $DBG to the kernel command line.
 phase_diag() {
   setup
+  our_disk >/dev/null
   local D=$W/diag O=$((206848 * 512)) x
   local DBG="loglevel=7 systemd.show_status=1 systemd.log_level=info systemd.log_target=kmsg printk.devkmsg=on"
   mkdir -p "$D"
@@ -332,11 +386,14 @@ phase_diag() {
 }
 
 summary() {
-  [ -f "$W/boot.tsv" ] || return 0
-  echo "== boots (valid lines of $W/boot.tsv)"
-  awk -F'\t' 'NR>1 && $1 !~ /^#/ && $3=="success" {print $1, $4}' "$W/boot.tsv" | sort -k1,1 -k2n |
-    awk '{v[$1]=v[$1]" "$2; n[$1]++} END {for (k in v) {split(substr(v[k],2),a," "); m=(n[k]%2)?a[(n[k]+1)/2]:(a[n[k]/2]+a[n[k]/2+1])/2; printf "%s n=%d median=%.2f min=%.2f max=%.2f\n", k, n[k], m, a[1], a[n[k]]; med[k]=m}; if (med["baseline"]>0) printf "ratio guestos/baseline (medians) = %.3f (target <= 0.70)\n", med["guestos"]/med["baseline"]}'
-  echo "== $RES"; cat "$RES"
+  local t
+  for t in "$W/boot.tsv" "$W/boot-later.tsv"; do
+    [ -f "$t" ] || continue
+    echo "== boots (valid lines of $t)"
+    awk -F'\t' 'NR>1 && $1 !~ /^#/ && $3=="success" {print $1, $4}' "$t" | sort -k1,1 -k2n |
+      awk '{v[$1]=v[$1]" "$2; n[$1]++} END {for (k in v) {split(substr(v[k],2),a," "); m=(n[k]%2)?a[(n[k]+1)/2]:(a[n[k]/2]+a[n[k]/2+1])/2; printf "%s n=%d median=%.2f min=%.2f max=%.2f\n", k, n[k], m, a[1], a[n[k]]; med[k]=m}; if (med["baseline"]>0) printf "ratio guestos/baseline (medians) = %.3f (target <= 0.70)\n", med["guestos"]/med["baseline"]}'
+  done
+  [ -f "$RES" ] && { echo "== $RES"; cat "$RES"; }
 }
 
 case "${1:-all}" in
@@ -347,6 +404,7 @@ case "${1:-all}" in
   diag) phase_diag ;;
   baseline) phase_baseline ;;
   boot) phase_boot; summary ;;
+  later) phase_later; summary ;;
   summary) summary ;;
-  *) echo "usage: $0 [all|build|rebuilds|fullcold|baseline|boot|diag|summary]" >&2; exit 2 ;;
+  *) echo "usage: $0 [all|build|rebuilds|fullcold|baseline|boot|later|diag|summary]" >&2; exit 2 ;;
 esac
