@@ -244,7 +244,8 @@ struct Watchdog {
 
 impl Watchdog {
     fn start(qemu_pgid: u32, remove: Option<&Path>) -> anyhow::Result<Watchdog> {
-        let script = r#"read _ignored; kill -KILL -- "-$1" 2>/dev/null; if [ -n "$2" ]; then rm -rf -- "$2"; fi"#;
+        // `kill -s KILL -- -PGID`: dash's kill refuses `-KILL --`.
+        let script = r#"read _ignored; kill -s KILL -- "-$1" 2>/dev/null; if [ -n "$2" ]; then rm -rf -- "$2"; fi"#;
         let remove = remove.map(Path::as_os_str).unwrap_or_default();
         let child = Command::new("sh")
             .arg("-c")
@@ -684,6 +685,39 @@ fn run_guestos(args: &GuestosArgs) -> CmdResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_watchdog_kills_the_process_group_and_removes_the_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let work = dir.path().join("work");
+        std::fs::create_dir(&work).unwrap();
+        let mut victim = Command::new("sleep")
+            .arg("600")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let mut watchdog = Watchdog::start(victim.id(), Some(&work)).unwrap();
+        // What happens when icos dies: the watchdog's stdin closes.
+        drop(watchdog.child.stdin.take());
+        let status = watchdog.child.wait().unwrap();
+        assert!(status.success(), "{status}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let killed = loop {
+            if let Some(st) = victim.try_wait().unwrap() {
+                break st;
+            }
+            if Instant::now() > deadline {
+                let _ = victim.kill();
+                panic!("the watchdog left its process group running");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&killed),
+            Some(9)
+        );
+        assert!(!work.exists());
+    }
 
     #[test]
     fn forwards_parse_and_bind_loopback() {
