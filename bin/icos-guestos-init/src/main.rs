@@ -18,8 +18,8 @@ use std::time::Duration;
 use anyhow::{Context, anyhow};
 use clap::{Parser, Subcommand};
 use icos_guestos_init::{
-    InitError, Paths, accounts, bootstrap, boundary, console, firewall, network, replica, storage,
-    vsock,
+    InitError, Paths, accounts, bootstrap, boundary, console, firewall, network, orchestrator,
+    replica, storage, vsock,
 };
 
 const AFTER_HELP: &str = "\
@@ -29,7 +29,8 @@ Exit codes:
   2  usage error, or the config breaks a rule the step needs";
 
 /// GuestOS early boot: run one step (in IC-OS's order: storage, bootstrap,
-/// network, firewall, accounts, replica-config; then vsock and ready;
+/// network, firewall, accounts, replica-config, orchestrator-config; then
+/// vsock and ready;
 /// boundary-config instead of replica-config on Boundary-GuestOS).
 #[derive(Debug, Parser)]
 #[command(name = "icos-guestos-init", version, about, after_help = AFTER_HELP)]
@@ -83,6 +84,9 @@ enum Step {
     Accounts,
     /// Write the payload's configuration.
     ReplicaConfig,
+    /// Write the orchestrator's command line (registry URLs, trust root,
+    /// the node's IPv6), or say why it does not run on this boot.
+    OrchestratorConfig,
     /// Boundary-GuestOS instead of replica-config: the router's and the
     /// gateway's command lines, and the gateway's TLS certificate.
     BoundaryConfig,
@@ -111,6 +115,7 @@ impl Step {
             Step::Firewall { .. } => "firewall",
             Step::Accounts => "accounts",
             Step::ReplicaConfig => "replica-config",
+            Step::OrchestratorConfig => "orchestrator-config",
             Step::BoundaryConfig => "boundary-config",
             Step::Vsock => "vsock",
             Step::Ready { .. } => "ready",
@@ -273,6 +278,20 @@ fn run(paths: &Paths, console: &Path, step: &Step) -> Result<Option<String>, Fai
                 "/opt/ic/bin/replica {}",
                 replica::replica_args()
             )))
+        }
+        Step::OrchestratorConfig => {
+            let c = load_config(paths)?;
+            let hostos = vsock::has_vsock_device(paths);
+            Ok(Some(match orchestrator::apply(paths, &c, hostos)? {
+                Ok(s) => format!(
+                    "/opt/ic/bin/icos-orchestrator following {} as {} (root {}{})",
+                    s.registry_urls.join(" "),
+                    s.ipv6,
+                    s.root.display(),
+                    if s.hostos { "" } else { ", no HostOS" }
+                ),
+                Err(off) => format!("orchestrator off: {off}"),
+            }))
         }
         Step::BoundaryConfig => {
             let c = load_config(paths)?;

@@ -145,10 +145,15 @@ struct VmArgs {
     #[arg(long, value_name = "FILE")]
     routing_table: Option<PathBuf>,
 
+    /// A registry trust root (`root.json` of `icos registry init`) for the
+    /// CONFIG media, replacing the image's (dev/testnet networks).
+    #[arg(long, value_name = "FILE")]
+    registry_root: Option<PathBuf>,
+
     /// Take the extras that exist in DIR, as SetupOS leaves them on HostOS's
     /// config volume: `node_operator_private_key.pem`,
-    /// `ssh_authorized_keys/`, `nns_public_key_override.pem` and
-    /// `routing_table.json`. A flag naming one of them explicitly wins.
+    /// `ssh_authorized_keys/`, `nns_public_key_override.pem`,
+    /// `routing_table.json` and `registry_root.json`. A flag naming one of them explicitly wins.
     #[arg(long, value_name = "DIR")]
     extras_from: Option<PathBuf>,
 }
@@ -179,6 +184,10 @@ fn extra_paths(args: &VmArgs) -> ExtraPaths {
             .routing_table
             .clone()
             .or_else(|| found("routing_table.json")),
+        registry_root: args
+            .registry_root
+            .clone()
+            .or_else(|| found("registry_root.json")),
     }
 }
 

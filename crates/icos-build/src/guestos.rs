@@ -101,11 +101,12 @@ impl Role {
     }
 
     /// Our programs in the image: (package, binary, path in the image).
-    fn binaries(self) -> &'static [(&'static str, &'static str, &'static str)] {
-        match self {
-            Role::Replica => &GUESTOS_BINARIES,
-            Role::Boundary => &BOUNDARY_BINARIES,
-        }
+    fn binaries(self) -> Vec<(&'static str, &'static str, &'static str)> {
+        let own: &[_] = match self {
+            Role::Replica => &REPLICA_ROLE_BINARIES,
+            Role::Boundary => &BOUNDARY_ROLE_BINARIES,
+        };
+        BASE_BINARIES.iter().chain(own).copied().collect()
     }
 }
 
@@ -371,7 +372,7 @@ pub fn build_guestos(opts: &GuestOsOptions) -> Result<BuildReport> {
 
     // 2. Our binaries.
     let mut installed = st.run("build our binaries (cargo --release --locked)", || {
-        build_release_binaries(&cargo, &src, &work, opts.role.binaries(), name)
+        build_release_binaries(&cargo, &src, &work, &opts.role.binaries(), name)
     })?;
     if let Some(replica) = &opts.replica {
         for (path, bin) in &mut installed {
@@ -823,8 +824,9 @@ pub(crate) fn git_head(src: &Path) -> Result<String> {
 /// Where the payload goes; `--replica FILE` replaces what is built there.
 const REPLICA_PATH: &str = "opt/ic/bin/replica";
 
-/// GuestOS's programs: (package, binary, path in the image).
-const GUESTOS_BINARIES: [(&str, &str, &str); 4] = [
+/// The programs of every GuestOS-based image: (package, binary, path in
+/// the image).
+const BASE_BINARIES: [(&str, &str, &str); 3] = [
     ("icos", "icos", "opt/ic/bin/icos"),
     (
         "icos-guestos-init-bin",
@@ -835,6 +837,15 @@ const GUESTOS_BINARIES: [(&str, &str, &str); 4] = [
         "icos-vsock-guest",
         "icos-vsock-guest",
         "opt/ic/bin/icos-vsock-guest",
+    ),
+];
+
+/// GuestOS's own programs: the orchestrator and the replica.
+const REPLICA_ROLE_BINARIES: [(&str, &str, &str); 2] = [
+    (
+        "icos-orchestrator-bin",
+        "icos-orchestrator",
+        "opt/ic/bin/icos-orchestrator",
     ),
     (
         "icos-testnet-replica-bin",
@@ -843,20 +854,8 @@ const GUESTOS_BINARIES: [(&str, &str, &str); 4] = [
     ),
 ];
 
-/// Boundary-GuestOS's programs: the GuestOS base without the replica, and
-/// the router and the gateway.
-const BOUNDARY_BINARIES: [(&str, &str, &str); 5] = [
-    ("icos", "icos", "opt/ic/bin/icos"),
-    (
-        "icos-guestos-init-bin",
-        "icos-guestos-init",
-        "opt/ic/bin/icos-guestos-init",
-    ),
-    (
-        "icos-vsock-guest",
-        "icos-vsock-guest",
-        "opt/ic/bin/icos-vsock-guest",
-    ),
+/// Boundary-GuestOS's own programs: the router and the gateway.
+const BOUNDARY_ROLE_BINARIES: [(&str, &str, &str); 2] = [
     (
         "icos-boundary-bin",
         "icos-boundary",

@@ -11,7 +11,7 @@ use icos_config::GuestOSConfig;
 use crate::extras::{Extras, SshAccount};
 use crate::{
     CONFIG_JSON, MAX_MEMBER_SIZE, MediaError, NNS_PUBLIC_KEY_OVERRIDE, NODE_OPERATOR_PRIVATE_KEY,
-    ROUTING_TABLE, SSH_KEYS_DIR,
+    REGISTRY_ROOT, ROUTING_TABLE, SSH_KEYS_DIR,
 };
 
 /// GNU tar's record size: archives are padded to a multiple of it.
@@ -96,6 +96,13 @@ fn members<'a>(config_json: &'a [u8], extras: &'a Extras) -> Vec<Member<'a>> {
             name: NNS_PUBLIC_KEY_OVERRIDE.to_owned(),
             mode: 0o644,
             data: Some(key),
+        });
+    }
+    if let Some(root) = &extras.registry_root {
+        out.push(Member {
+            name: REGISTRY_ROOT.to_owned(),
+            mode: 0o644,
+            data: Some(root),
         });
     }
     if let Some(table) = &extras.routing_table {
@@ -198,6 +205,7 @@ enum Allowed {
     NodeOperatorKey,
     NnsKeyOverride,
     RoutingTable,
+    RegistryRoot,
     SshKeys(SshAccount),
 }
 
@@ -207,6 +215,7 @@ fn allowed(name: &str) -> Option<Allowed> {
         NODE_OPERATOR_PRIVATE_KEY => Some(Allowed::NodeOperatorKey),
         NNS_PUBLIC_KEY_OVERRIDE => Some(Allowed::NnsKeyOverride),
         ROUTING_TABLE => Some(Allowed::RoutingTable),
+        REGISTRY_ROOT => Some(Allowed::RegistryRoot),
         _ => name
             .strip_prefix(SSH_KEYS_DIR)
             .and_then(|rest| rest.strip_prefix('/'))
@@ -230,7 +239,7 @@ fn kind_name(kind: tar::EntryType) -> String {
 /// Reads `ic-bootstrap.tar` (its bytes; `origin` names it in errors)
 /// through the allow-list: `config.json` (required),
 /// `node_operator_private_key.pem`, `nns_public_key_override.pem`,
-/// `routing_table.json` and
+/// `routing_table.json`, `registry_root.json` and
 /// `accounts_ssh_authorized_keys/{admin,backup,readonly}`, each a regular
 /// file of at most [`MAX_MEMBER_SIZE`] bytes. Everything else is skipped
 /// and listed in [`Bootstrap::ignored`]; the folders `.` and
@@ -295,6 +304,7 @@ pub fn read_bootstrap_tar(bytes: &[u8], origin: &Path) -> Result<Bootstrap, Medi
             Allowed::NodeOperatorKey => extras.node_operator_private_key = Some(data),
             Allowed::NnsKeyOverride => extras.nns_public_key_override = Some(data),
             Allowed::RoutingTable => extras.routing_table = Some(data),
+            Allowed::RegistryRoot => extras.registry_root = Some(data),
             Allowed::SshKeys(account) => {
                 extras.ssh_authorized_keys.insert(account, data);
             }

@@ -57,6 +57,9 @@ pub struct Extras {
     /// `routing_table.json`: the boundary router's routing table
     /// (Boundary-GuestOS).
     pub routing_table: Option<Vec<u8>>,
+    /// `registry_root.json`: a registry trust root replacing the image's
+    /// (dev/testnet networks with their own governance keys).
+    pub registry_root: Option<Vec<u8>>,
 }
 
 /// Where [`Extras::load`] reads the extras from; every member is optional.
@@ -70,6 +73,8 @@ pub struct ExtraPaths {
     pub nns_public_key_override: Option<PathBuf>,
     /// The boundary router's routing table (JSON).
     pub routing_table: Option<PathBuf>,
+    /// The registry trust root (`root.json` of `icos registry init`).
+    pub registry_root: Option<PathBuf>,
 }
 
 impl Extras {
@@ -79,6 +84,7 @@ impl Extras {
             && self.ssh_authorized_keys.is_empty()
             && self.nns_public_key_override.is_none()
             && self.routing_table.is_none()
+            && self.registry_root.is_none()
     }
 
     /// Reads the extras named in `paths`. Files of the SSH key folder other
@@ -96,6 +102,9 @@ impl Extras {
         }
         if let Some(path) = &paths.routing_table {
             extras.routing_table = Some(read_limited(path)?);
+        }
+        if let Some(path) = &paths.registry_root {
+            extras.registry_root = Some(read_limited(path)?);
         }
         if let Some(dir) = &paths.ssh_authorized_keys_dir {
             let entries = std::fs::read_dir(dir).map_err(|source| MediaError::ReadInput {

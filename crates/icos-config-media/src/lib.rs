@@ -13,6 +13,7 @@
 //! | `accounts_ssh_authorized_keys/{admin,backup,readonly}` | dev images |
 //! | `nns_public_key_override.pem` | dev images |
 //! | `routing_table.json` | Boundary-GuestOS: the router's routing table |
+//! | `registry_root.json` | dev/testnet: a registry trust root replacing the image's |
 //!
 //! # Writing: byte-identical for the same inputs
 //!
@@ -89,6 +90,9 @@ pub const NNS_PUBLIC_KEY_OVERRIDE: &str = "nns_public_key_override.pem";
 /// The boundary router's routing table inside the archive
 /// (Boundary-GuestOS; the `icos-boundary --routing-table` file format).
 pub const ROUTING_TABLE: &str = "routing_table.json";
+/// The registry trust root inside the archive (dev/testnet: replaces the
+/// one baked into the image; the `icos registry init` `root.json`).
+pub const REGISTRY_ROOT: &str = "registry_root.json";
 /// The folder of SSH authorized keys inside the archive (dev).
 pub const SSH_KEYS_DIR: &str = "accounts_ssh_authorized_keys";
 /// The fixed FAT volume id (`"ICOS"` in ASCII), shown as `4943-4F53`.

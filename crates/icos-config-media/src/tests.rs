@@ -139,6 +139,7 @@ fn the_media_is_byte_identical_across_time_folders_and_file_modes() {
             ssh_authorized_keys_dir: Some(keys),
             nns_public_key_override: None,
             routing_table: None,
+            registry_root: None,
         })
         .unwrap();
         assert!(skipped.is_empty());
@@ -192,6 +193,31 @@ fn a_routing_table_travels_on_the_media() {
         back.extras.routing_table.as_deref(),
         Some(&b"{\"subnets\": []}\n"[..])
     );
+    assert_eq!(back.extras, extras);
+}
+
+#[test]
+fn a_registry_root_travels_on_the_media() {
+    let config = dev_guestos_config().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root.json");
+    std::fs::write(&root, "{\"signed\": {}}\n").unwrap();
+    let (extras, skipped) = Extras::load(&ExtraPaths {
+        registry_root: Some(root),
+        ..ExtraPaths::default()
+    })
+    .unwrap();
+    assert!(skipped.is_empty());
+    assert!(!extras.is_empty());
+    let out = dir.path().join("config.img");
+    let summary = build_media(&config, &extras, &out).unwrap();
+    assert_eq!(summary.members, ["config.json", "registry_root.json"]);
+    let back = read_bootstrap(&out).unwrap();
+    assert_eq!(
+        back.extras.registry_root.as_deref(),
+        Some(&b"{\"signed\": {}}\n"[..])
+    );
+    assert!(back.ignored.is_empty(), "{:?}", back.ignored);
     assert_eq!(back.extras, extras);
 }
 

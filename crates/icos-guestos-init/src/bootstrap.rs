@@ -11,7 +11,8 @@
 //! * [`apply`] writes the config to `/run/config/config.json` and the NNS
 //!   public key to `/run/config/nns_public_key.pem` on every boot (and the
 //!   boundary router's routing table, when the media has one, to
-//!   `/run/config/routing_table.json`), and once
+//!   `/run/config/routing_table.json`; the registry trust root, when it
+//!   has one, to `/run/config/registry_root.json`), and once
 //!   (guarded by `/boot/config/CONFIGURED`) the node operator key to
 //!   `/var/lib/ic/data/node_operator_private_key.pem` (0400) and the SSH
 //!   keys to `/boot/config/accounts_ssh_authorized_keys/<account>`.
@@ -215,6 +216,9 @@ pub fn apply(paths: &Paths, bootstrap: &Bootstrap) -> Result<Applied> {
     if let Some(table) = &bootstrap.extras.routing_table {
         put(paths.routing_table(), table, 0o644)?;
     }
+    if let Some(root) = &bootstrap.extras.registry_root {
+        put(paths.registry_root(), root, 0o644)?;
+    }
 
     let marker = paths.configured_marker();
     let first_boot = !marker.exists();
@@ -302,6 +306,32 @@ mod tests {
             b"{\"subnets\": []}\n"
         );
         assert_eq!(mode(&p.routing_table()), 0o644);
+    }
+
+    #[test]
+    fn the_registry_root_is_written_on_every_boot() {
+        let d = tempfile::tempdir().unwrap();
+        let p = Paths::new(d.path());
+        let mut b = bootstrap();
+        b.extras.registry_root = Some(b"{\"signed\": {}}\n".to_vec());
+        for _ in 0..2 {
+            let applied = apply(&p, &b).unwrap();
+            assert!(
+                applied
+                    .written
+                    .contains(&"/run/config/registry_root.json".to_owned())
+            );
+        }
+        assert_eq!(
+            std::fs::read(p.registry_root()).unwrap(),
+            b"{\"signed\": {}}\n"
+        );
+        assert_eq!(mode(&p.registry_root()), 0o644);
+        b.extras.registry_root = None;
+        let d = tempfile::tempdir().unwrap();
+        let p = Paths::new(d.path());
+        apply(&p, &b).unwrap();
+        assert!(!p.registry_root().exists());
     }
 
     #[test]

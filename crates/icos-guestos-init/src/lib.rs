@@ -17,7 +17,9 @@
 //! 4. [`accounts`]: the `admin`, `backup` and `readonly` accounts' SSH keys.
 //! 5. [`replica`]: the payload's configuration, and the readiness check
 //!    before the success marker.
-//! 6. [`vsock`]: whether the VM has a virtio vsock device.
+//! 6. [`orchestrator`]: the orchestrator's command line (registry URLs,
+//!    trust root, the node's address), or why it does not run.
+//! 7. [`vsock`]: whether the VM has a virtio vsock device.
 //!
 //! On Boundary-GuestOS, [`boundary`] takes the place of step 5: the
 //! router's and the gateway's command lines and the gateway's TLS
@@ -33,6 +35,7 @@ pub mod console;
 mod error;
 pub mod firewall;
 pub mod network;
+pub mod orchestrator;
 pub mod replica;
 pub mod storage;
 pub mod vsock;
@@ -104,6 +107,18 @@ impl Paths {
     /// `/run/config/routing_table.json`.
     pub fn routing_table(&self) -> PathBuf {
         self.at("/run/config/routing_table.json")
+    }
+
+    /// The registry trust root, when the media carries one (dev/testnet):
+    /// `/run/config/registry_root.json`.
+    pub fn registry_root(&self) -> PathBuf {
+        self.at("/run/config/registry_root.json")
+    }
+
+    /// The registry trust root shipped in the image:
+    /// `/opt/ic/share/registry-root.json`.
+    pub fn builtin_registry_root(&self) -> PathBuf {
+        self.at("/opt/ic/share/registry-root.json")
     }
 
     /// The NNS public key shipped in the image (used without an override).

@@ -91,6 +91,10 @@ pub struct GuestosArgs {
     /// (Boundary-GuestOS).
     #[arg(long, value_name = "FILE")]
     routing_table: Option<PathBuf>,
+    /// A registry trust root (`root.json` of `icos registry init`) for the
+    /// media, replacing the image's (dev/testnet networks).
+    #[arg(long, value_name = "FILE")]
+    registry_root: Option<PathBuf>,
     /// Forward 127.0.0.1:HOST_PORT on this machine to GUEST_PORT of the
     /// guest (TCP; repeatable), e.g. 8080:80.
     #[arg(long = "forward", value_name = "HOST_PORT:GUEST_PORT", value_parser = parse_forward)]
@@ -516,6 +520,7 @@ fn run_guestos(args: &GuestosArgs) -> CmdResult {
         ssh_authorized_keys_dir: args.ssh_keys.clone(),
         nns_public_key_override: args.nns_key_override.clone(),
         routing_table: args.routing_table.clone(),
+        registry_root: args.registry_root.clone(),
     })
     .bad_input()?;
     for path in skipped {
