@@ -23,10 +23,10 @@ use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{assert_artifacts, fresh_dir, run_ok_bytes, source_root};
+use common::{Children, assert_artifacts, fresh_dir, run_ok_bytes, source_root};
 
 /// The testnet: one subnet of four replicas.
 const TESTNET: &str = r#"{
@@ -38,18 +38,6 @@ const TESTNET: &str = r#"{
   }]
 }"#;
 const SUBNET: &str = "tdb26-jop6k-aogll-7ltgs-eruif-6kk7m-qpktf-gdiqx-mxtrf-vb5e6-eqe";
-
-/// Children killed when the test ends, whatever happens.
-struct Children(Vec<Child>);
-
-impl Drop for Children {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
 
 /// The first of `n` consecutive free loopback ports.
 fn free_ports(n: u16) -> u16 {

@@ -37,7 +37,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{fresh_dir, run_ok, source_root};
+use common::{Children, fresh_dir, run_ok, source_root};
 
 const SUBNET: &str = "tdb26-jop6k-aogll-7ltgs-eruif-6kk7m-qpktf-gdiqx-mxtrf-vb5e6-eqe";
 /// The guest's address, by which the registry knows the node.
@@ -49,18 +49,6 @@ const UPGRADE_TIMEOUT: Duration = Duration::from_secs(20 * 60);
 
 fn icos() -> Command {
     Command::new(env!("CARGO_BIN_EXE_icos"))
-}
-
-/// Children killed when the test ends, whatever happens.
-struct Children(Vec<Child>);
-
-impl Drop for Children {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
 }
 
 /// Builds GuestOS `version` into `dir/<version>/guestos/`.

@@ -1,6 +1,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use sha2::{Digest, Sha256};
@@ -173,52 +173,40 @@ fn a_media_round_trips() {
 }
 
 #[test]
-fn a_routing_table_travels_on_the_media() {
+fn routing_table_and_registry_root_travel_on_the_media() {
+    type Pick = fn(&Extras) -> Option<&Vec<u8>>;
+    let cases: [(&str, &[u8], fn(&mut ExtraPaths, PathBuf), Pick); 2] = [
+        (
+            "routing_table.json",
+            b"{\"subnets\": []}\n",
+            |p, f| p.routing_table = Some(f),
+            |e| e.routing_table.as_ref(),
+        ),
+        (
+            "registry_root.json",
+            b"{\"signed\": {}}\n",
+            |p, f| p.registry_root = Some(f),
+            |e| e.registry_root.as_ref(),
+        ),
+    ];
     let config = dev_guestos_config().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let table = dir.path().join("table.json");
-    std::fs::write(&table, "{\"subnets\": []}\n").unwrap();
-    let (extras, skipped) = Extras::load(&ExtraPaths {
-        routing_table: Some(table),
-        ..ExtraPaths::default()
-    })
-    .unwrap();
-    assert!(skipped.is_empty());
-    assert!(!extras.is_empty());
-    let out = dir.path().join("config.img");
-    let summary = build_media(&config, &extras, &out).unwrap();
-    assert_eq!(summary.members, ["config.json", "routing_table.json"]);
-    let back = read_bootstrap(&out).unwrap();
-    assert_eq!(
-        back.extras.routing_table.as_deref(),
-        Some(&b"{\"subnets\": []}\n"[..])
-    );
-    assert_eq!(back.extras, extras);
-}
-
-#[test]
-fn a_registry_root_travels_on_the_media() {
-    let config = dev_guestos_config().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("root.json");
-    std::fs::write(&root, "{\"signed\": {}}\n").unwrap();
-    let (extras, skipped) = Extras::load(&ExtraPaths {
-        registry_root: Some(root),
-        ..ExtraPaths::default()
-    })
-    .unwrap();
-    assert!(skipped.is_empty());
-    assert!(!extras.is_empty());
-    let out = dir.path().join("config.img");
-    let summary = build_media(&config, &extras, &out).unwrap();
-    assert_eq!(summary.members, ["config.json", "registry_root.json"]);
-    let back = read_bootstrap(&out).unwrap();
-    assert_eq!(
-        back.extras.registry_root.as_deref(),
-        Some(&b"{\"signed\": {}}\n"[..])
-    );
-    assert!(back.ignored.is_empty(), "{:?}", back.ignored);
-    assert_eq!(back.extras, extras);
+    for (member, content, set, pick) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("input.json");
+        std::fs::write(&file, content).unwrap();
+        let mut paths = ExtraPaths::default();
+        set(&mut paths, file);
+        let (extras, skipped) = Extras::load(&paths).unwrap();
+        assert!(skipped.is_empty());
+        assert!(!extras.is_empty());
+        let out = dir.path().join("config.img");
+        let summary = build_media(&config, &extras, &out).unwrap();
+        assert_eq!(summary.members, ["config.json", member]);
+        let back = read_bootstrap(&out).unwrap();
+        assert_eq!(pick(&back.extras).map(Vec::as_slice), Some(content));
+        assert!(back.ignored.is_empty(), "{:?}", back.ignored);
+        assert_eq!(back.extras, extras);
+    }
 }
 
 #[test]

@@ -288,50 +288,40 @@ mod tests {
     }
 
     #[test]
-    fn the_routing_table_is_written_on_every_boot() {
-        let d = tempfile::tempdir().unwrap();
-        let p = Paths::new(d.path());
-        let mut b = bootstrap();
-        b.extras.routing_table = Some(b"{\"subnets\": []}\n".to_vec());
-        for _ in 0..2 {
-            let applied = apply(&p, &b).unwrap();
-            assert!(
-                applied
-                    .written
-                    .contains(&"/run/config/routing_table.json".to_owned())
-            );
+    fn routing_table_and_registry_root_are_written_on_every_boot() {
+        type Slot = fn(&mut Extras) -> &mut Option<Vec<u8>>;
+        let cases: [(&str, &[u8], Slot, fn(&Paths) -> PathBuf); 2] = [
+            (
+                "/run/config/routing_table.json",
+                b"{\"subnets\": []}\n",
+                |e| &mut e.routing_table,
+                Paths::routing_table,
+            ),
+            (
+                "/run/config/registry_root.json",
+                b"{\"signed\": {}}\n",
+                |e| &mut e.registry_root,
+                Paths::registry_root,
+            ),
+        ];
+        for (shown, content, slot, path) in cases {
+            let d = tempfile::tempdir().unwrap();
+            let p = Paths::new(d.path());
+            let mut b = bootstrap();
+            *slot(&mut b.extras) = Some(content.to_vec());
+            for _ in 0..2 {
+                let applied = apply(&p, &b).unwrap();
+                assert!(applied.written.contains(&shown.to_owned()), "{shown}");
+            }
+            assert_eq!(std::fs::read(path(&p)).unwrap(), content);
+            assert_eq!(mode(&path(&p)), 0o644);
+            // Without it on the media, nothing is written.
+            *slot(&mut b.extras) = None;
+            let d = tempfile::tempdir().unwrap();
+            let p = Paths::new(d.path());
+            apply(&p, &b).unwrap();
+            assert!(!path(&p).exists(), "{shown}");
         }
-        assert_eq!(
-            std::fs::read(p.routing_table()).unwrap(),
-            b"{\"subnets\": []}\n"
-        );
-        assert_eq!(mode(&p.routing_table()), 0o644);
-    }
-
-    #[test]
-    fn the_registry_root_is_written_on_every_boot() {
-        let d = tempfile::tempdir().unwrap();
-        let p = Paths::new(d.path());
-        let mut b = bootstrap();
-        b.extras.registry_root = Some(b"{\"signed\": {}}\n".to_vec());
-        for _ in 0..2 {
-            let applied = apply(&p, &b).unwrap();
-            assert!(
-                applied
-                    .written
-                    .contains(&"/run/config/registry_root.json".to_owned())
-            );
-        }
-        assert_eq!(
-            std::fs::read(p.registry_root()).unwrap(),
-            b"{\"signed\": {}}\n"
-        );
-        assert_eq!(mode(&p.registry_root()), 0o644);
-        b.extras.registry_root = None;
-        let d = tempfile::tempdir().unwrap();
-        let p = Paths::new(d.path());
-        apply(&p, &b).unwrap();
-        assert!(!p.registry_root().exists());
     }
 
     #[test]

@@ -8,7 +8,7 @@
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command};
 
 /// The workspace root (the icos source tree).
 pub fn source_root() -> PathBuf {
@@ -90,4 +90,17 @@ pub fn assert_artifacts(art: &Path) {
         "{}",
         art.display()
     );
+}
+
+/// Child processes killed (and reaped) when the test ends, whatever
+/// happens.
+pub struct Children(pub Vec<Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
 }
