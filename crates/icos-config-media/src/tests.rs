@@ -175,7 +175,9 @@ fn a_media_round_trips() {
 #[test]
 fn routing_table_and_registry_root_travel_on_the_media() {
     type Pick = fn(&Extras) -> Option<&Vec<u8>>;
-    let cases: [(&str, &[u8], fn(&mut ExtraPaths, PathBuf), Pick); 2] = [
+    type Set = fn(&mut ExtraPaths, PathBuf);
+    type Case = (&'static str, &'static [u8], Set, Pick);
+    let cases: [Case; 2] = [
         (
             "routing_table.json",
             b"{\"subnets\": []}\n",

@@ -290,7 +290,9 @@ mod tests {
     #[test]
     fn routing_table_and_registry_root_are_written_on_every_boot() {
         type Slot = fn(&mut Extras) -> &mut Option<Vec<u8>>;
-        let cases: [(&str, &[u8], Slot, fn(&Paths) -> PathBuf); 2] = [
+        type PathOf = fn(&Paths) -> PathBuf;
+        type Case = (&'static str, &'static [u8], Slot, PathOf);
+        let cases: [Case; 2] = [
             (
                 "/run/config/routing_table.json",
                 b"{\"subnets\": []}\n",
