@@ -700,13 +700,18 @@ fn show(a: &ShowArgs) -> CmdResult {
     Ok(())
 }
 
+/// Prints a section title, and `(none)` under it when the section is empty.
+fn heading(title: &str, empty: bool) {
+    println!("{title}:");
+    if empty {
+        println!("  (none)");
+    }
+}
+
 /// Prints the registry's versions, subnets and nodes as text.
 pub fn print_registry(r: &Registry) {
     let versions = |name: &str, map: &std::collections::BTreeMap<String, _>| {
-        println!("{name} versions:");
-        if map.is_empty() {
-            println!("  (none)");
-        }
+        heading(&format!("{name} versions"), map.is_empty());
         for (id, v) in map {
             let v: &icos_registry::model::ElectedVersion = v;
             println!("  {id} sha256 {}", v.release_package_sha256);
@@ -721,10 +726,7 @@ pub fn print_registry(r: &Registry) {
         "unassigned nodes GuestOS version: {}",
         r.unassigned_nodes_guestos_version.as_deref().unwrap_or("-")
     );
-    println!("subnets:");
-    if r.subnets.is_empty() {
-        println!("  (none)");
-    }
+    heading("subnets", r.subnets.is_empty());
     for (id, s) in &r.subnets {
         println!(
             "  {id} GuestOS {} ({} node(s))",
@@ -732,10 +734,7 @@ pub fn print_registry(r: &Registry) {
             s.members.len()
         );
     }
-    println!("nodes:");
-    if r.nodes.is_empty() {
-        println!("  (none)");
-    }
+    heading("nodes", r.nodes.is_empty());
     for (id, n) in &r.nodes {
         println!(
             "  {id} {} operator {} HostOS {} subnet {}",
@@ -745,10 +744,7 @@ pub fn print_registry(r: &Registry) {
             r.subnet_of(id).unwrap_or("-")
         );
     }
-    println!("node operators:");
-    if r.node_operators.is_empty() {
-        println!("  (none)");
-    }
+    heading("node operators", r.node_operators.is_empty());
     for (id, o) in &r.node_operators {
         println!("  {id} allowance {}", o.allowance);
     }
