@@ -115,6 +115,66 @@ pub fn parse_module_list(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// What goes into an EFI system partition: GRUB's EFI binary made from the
+/// locked GRUB packages, with an early config and a module list built in.
+#[derive(Debug, Clone, Copy)]
+pub struct EspSpec<'a> {
+    /// The `dpkg-deb` program.
+    pub dpkg_deb: &'a std::path::Path,
+    /// The GRUB packages (`grub-common`, `grub-efi-amd64-bin`) in the cache.
+    pub debs: &'a [std::path::PathBuf],
+    /// The early config built into the binary.
+    pub early_config: &'a std::path::Path,
+    /// The GRUB modules built into the binary.
+    pub modules: &'a [String],
+    /// The FAT volume id.
+    pub volume_id: u32,
+    /// The partition size.
+    pub size_bytes: u64,
+    /// The date of every file.
+    pub epoch: u64,
+}
+
+/// Makes the ESP image `out` with `EFI/BOOT/BOOTX64.EFI` from `grub-mkimage`
+/// of the unpacked GRUB packages (unpacked into `work`).
+pub fn make_esp(
+    spec: &EspSpec<'_>,
+    fs_tools: &icos_imagefs::Tools,
+    work: &std::path::Path,
+    out: &std::path::Path,
+) -> crate::error::Result<()> {
+    use std::process::Command;
+    let root = work.join("grub-debs");
+    for deb in spec.debs {
+        crate::tools::run(Command::new(spec.dpkg_deb).arg("-x").arg(deb).arg(&root))?;
+    }
+    let efi = work.join("BOOTX64.EFI");
+    crate::tools::run(
+        Command::new(root.join("usr/bin/grub-mkimage"))
+            .arg("-d")
+            .arg(root.join("usr/lib/grub/x86_64-efi"))
+            .args(["-O", "x86_64-efi", "-p", "(hd0,gpt2)", "-c"])
+            .arg(spec.early_config)
+            .arg("-o")
+            .arg(&efi)
+            .args(spec.modules)
+            .env("SOURCE_DATE_EPOCH", spec.epoch.to_string()),
+    )?;
+    let vfat = icos_imagefs::VfatSpec {
+        size_bytes: spec.size_bytes,
+        label: "ESP".into(),
+        volume_id: spec.volume_id,
+        epoch: spec.epoch,
+    };
+    icos_imagefs::make_vfat(
+        fs_tools,
+        &vfat,
+        &[("EFI/BOOT/BOOTX64.EFI".to_owned(), efi)],
+        out,
+    )
+    .map_err(crate::error::BuildError::imagefs("making the ESP"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -567,40 +567,21 @@ pub fn build_guestos(opts: &GuestOsOptions) -> Result<BuildReport> {
     };
     let esp_dir = st.run("esp (GRUB EFI)", || {
         let (dir, cached) = sc.get_or_make("esp", &esp_key, |tmp| {
-            let root = work.join("grub-debs");
-            for d in &grub_debs {
-                tools::run(
-                    Command::new(&dpkg_deb)
-                        .arg("-x")
-                        .arg(cache.path_of(&d.sha256))
-                        .arg(&root),
-                )?;
-            }
-            let efi = work.join("BOOTX64.EFI");
-            tools::run(
-                Command::new(root.join("usr/bin/grub-mkimage"))
-                    .arg("-d")
-                    .arg(root.join("usr/lib/grub/x86_64-efi"))
-                    .args(["-O", "x86_64-efi", "-p", "(hd0,gpt2)", "-c"])
-                    .arg(&grub_early)
-                    .arg("-o")
-                    .arg(&efi)
-                    .args(&modules)
-                    .env("SOURCE_DATE_EPOCH", epoch.to_string()),
-            )?;
-            let spec = VfatSpec {
-                size_bytes: esp_part.size_bytes(),
-                label: "ESP".into(),
-                volume_id: ESP_VOLUME_ID,
-                epoch,
-            };
-            icos_imagefs::make_vfat(
+            let debs: Vec<PathBuf> = grub_debs.iter().map(|d| cache.path_of(&d.sha256)).collect();
+            boot::make_esp(
+                &boot::EspSpec {
+                    dpkg_deb: &dpkg_deb,
+                    debs: &debs,
+                    early_config: &grub_early,
+                    modules: &modules,
+                    volume_id: ESP_VOLUME_ID,
+                    size_bytes: esp_part.size_bytes(),
+                    epoch,
+                },
                 &fs_tools,
-                &spec,
-                &[("EFI/BOOT/BOOTX64.EFI".to_owned(), efi)],
+                &work,
                 &tmp.join("esp.img"),
             )
-            .map_err(BuildError::imagefs("making the ESP"))
         })?;
         Ok((dir, status(cached), String::new()))
     })?;
@@ -1031,25 +1012,8 @@ fn customise(
 
 fn make_initramfs(custom_dir: &Path, kernel_version: &str, init: &Path, out: &Path) -> Result<()> {
     let root = rootfs::read_tree(&custom_dir.join("rootfs.tar"))?;
-    let mut ir = initramfs::build(&root, kernel_version, VERITY_HASH_OFFSET)?;
-    let init_data = fs::read(init).map_err(BuildError::io("reading", init))?;
-    ir.tree
-        .insert("init", Node::new(Kind::File(init_data), 0o755));
-    let tree_dir = out.join("tree");
-    fs::create_dir_all(&tree_dir).map_err(BuildError::io("creating", &tree_dir))?;
-    initramfs::write_dir(&ir.tree, &tree_dir)?;
-    let img = out.join("initrd.img");
-    let file = fs::File::create(&img).map_err(BuildError::io("creating", &img))?;
-    let mut enc = zstd::stream::Encoder::new(BufWriter::new(file), 12)
-        .map_err(BuildError::io("compressing", &img))?;
-    enc.include_checksum(true)
-        .map_err(BuildError::io("compressing", &img))?;
-    icos_imagefs::write_cpio_newc(&tree_dir, &mut enc)
-        .map_err(BuildError::imagefs("writing the initramfs cpio"))?;
-    enc.finish()
-        .and_then(|mut w| w.flush())
-        .map_err(BuildError::io("writing", &img))?;
-    fs::remove_dir_all(&tree_dir).map_err(BuildError::io("removing", &tree_dir))?;
+    let ir = initramfs::build(&root, kernel_version, VERITY_HASH_OFFSET)?;
+    initramfs::write_image(ir.tree, init, out)?;
     write(
         &out.join("verity.conf"),
         initramfs::verity_conf(VERITY_HASH_OFFSET, &ir.modules, &ir.probe_files).as_bytes(),
@@ -1063,9 +1027,32 @@ pub(crate) fn make_root(
     epoch: u64,
     out: &Path,
 ) -> Result<()> {
+    make_verity_root(
+        tools,
+        tar,
+        part_size,
+        ROOT_FS_SIZE,
+        VERITY_HASH_OFFSET,
+        epoch,
+        out,
+    )
+}
+
+/// Makes `root.img` in `out`: an ext4 of `fs_size` from `tar`, extended to
+/// `part_size`, with dm-verity's hash tree at `hash_offset` (fixed salt and
+/// UUID), and `root_hash` next to it.
+pub(crate) fn make_verity_root(
+    tools: &Tools,
+    tar: &Path,
+    part_size: u64,
+    fs_size: u64,
+    hash_offset: u64,
+    epoch: u64,
+    out: &Path,
+) -> Result<()> {
     let img = out.join("root.img");
     let spec = Ext4Spec {
-        size_bytes: ROOT_FS_SIZE,
+        size_bytes: fs_size,
         label: "root".into(),
         uuid: ROOT_FS_UUID,
         hash_seed: HASH_SEED,
@@ -1087,8 +1074,8 @@ pub(crate) fn make_root(
         message: e.to_string(),
     })?;
     let vspec = VeritySpec {
-        hash_offset: VERITY_HASH_OFFSET,
-        data_blocks: ROOT_FS_SIZE / icos_imagefs::BLOCK_SIZE,
+        hash_offset,
+        data_blocks: fs_size / icos_imagefs::BLOCK_SIZE,
         salt,
         uuid: VERITY_UUID,
     };
@@ -1132,12 +1119,7 @@ pub(crate) fn write_artifacts(
         }
     };
 
-    let disk_out = out.join(DISK_IMG);
-    let mut b = icos_sparse_tar::TarBuilder::new();
-    b.add_file("disk.img", disk);
-    let plan = b.plan(&mut |_| {}).map_err(tar_err(&disk_out))?;
-    plan.write_tar_zst(&disk_out, &zopts, &mut |_| {})
-        .map_err(tar_err(&disk_out))?;
+    write_disk_tar(disk, &out.join(DISK_IMG))?;
 
     let upd_out = out.join(UPDATE_IMG);
     let mut b = icos_sparse_tar::TarBuilder::new();
@@ -1153,6 +1135,21 @@ pub(crate) fn write_artifacts(
         sums.push_str(&format!("{}  {name}\n", sha256_file(&out.join(name))?));
     }
     write(&out.join(SHA256SUMS), sums.as_bytes())
+}
+
+/// Writes `disk` as the sparse tar `out` holding `disk.img`, zstd
+/// compressed (IC's `disk-img.tar.zst`).
+pub(crate) fn write_disk_tar(disk: &Path, out: &Path) -> Result<()> {
+    let tar_err = |source| BuildError::SparseTar {
+        path: out.to_path_buf(),
+        source: Box::new(source),
+    };
+    let mut b = icos_sparse_tar::TarBuilder::new();
+    b.add_file("disk.img", disk);
+    let plan = b.plan(&mut |_| {}).map_err(tar_err)?;
+    plan.write_tar_zst(out, &icos_sparse_tar::ZstdOptions::default(), &mut |_| {})
+        .map_err(tar_err)?;
+    Ok(())
 }
 
 /// Moves `tmp` to `dest`, replacing an older `dest` (moved aside first and

@@ -28,7 +28,6 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use icos_imagefs::{Ext4Source, Ext4Spec, Tools, VfatSpec};
 use icos_layout::{OsKind, Slot};
@@ -48,7 +47,7 @@ use crate::guestos::{
 };
 use crate::initramfs;
 use crate::progress::{ProgressMode, StageStatus, Stages, mib};
-use crate::rootfs::{self, Kind, Node, Rule, Tree};
+use crate::rootfs::{self, Kind, Node, Rule};
 use crate::tools::{self, CARGO, DPKG_DEB, MMDEBSTRAP};
 
 /// File system UUID of the HostOS A_boot / B_boot volumes.
@@ -144,20 +143,12 @@ impl HostOsOptions {
 /// [`rootfs::classify`], except that the modules of
 /// [`HOSTOS_EXTRA_MODULES`] stay.
 pub fn classify_hostos(path: &str, is_dir: bool) -> Rule {
-    if let Some(rest) = module_path(path)
+    if let Some(rest) = rootfs::module_path(path)
         && HOSTOS_EXTRA_MODULES.iter().any(|k| rest.starts_with(k))
     {
         return Rule::Keep;
     }
     rootfs::classify(path, is_dir)
-}
-
-/// For `[usr/]lib/modules/<version>/kernel/<rest>`, the `<rest>`.
-fn module_path(path: &str) -> Option<&str> {
-    let p = path.strip_prefix("usr/").unwrap_or(path);
-    let p = p.strip_prefix("lib/modules/")?;
-    let (_version, rest) = p.split_once('/')?;
-    rest.strip_prefix("kernel/")
 }
 
 /// The device-mapper UUID LVM gives an active LV: `LVM-` and the VG and LV
@@ -540,40 +531,21 @@ pub fn build_hostos(opts: &HostOsOptions) -> Result<BuildReport> {
     };
     let esp_dir = st.run("esp (GRUB EFI)", || {
         let (dir, cached) = sc.get_or_make("hostos-esp", &esp_key, |tmp| {
-            let root = work.join("grub-debs");
-            for d in &grub_debs {
-                tools::run(
-                    Command::new(&dpkg_deb)
-                        .arg("-x")
-                        .arg(cache.path_of(&d.sha256))
-                        .arg(&root),
-                )?;
-            }
-            let efi = work.join("BOOTX64.EFI");
-            tools::run(
-                Command::new(root.join("usr/bin/grub-mkimage"))
-                    .arg("-d")
-                    .arg(root.join("usr/lib/grub/x86_64-efi"))
-                    .args(["-O", "x86_64-efi", "-p", "(hd0,gpt2)", "-c"])
-                    .arg(&grub_early)
-                    .arg("-o")
-                    .arg(&efi)
-                    .args(&modules)
-                    .env("SOURCE_DATE_EPOCH", epoch.to_string()),
-            )?;
-            let spec = VfatSpec {
-                size_bytes: esp_part.size_bytes(),
-                label: "ESP".into(),
-                volume_id: HOSTOS_ESP_VOLUME_ID,
-                epoch,
-            };
-            icos_imagefs::make_vfat(
+            let debs: Vec<PathBuf> = grub_debs.iter().map(|d| cache.path_of(&d.sha256)).collect();
+            boot::make_esp(
+                &boot::EspSpec {
+                    dpkg_deb: &dpkg_deb,
+                    debs: &debs,
+                    early_config: &grub_early,
+                    modules: &modules,
+                    volume_id: HOSTOS_ESP_VOLUME_ID,
+                    size_bytes: esp_part.size_bytes(),
+                    epoch,
+                },
                 &fs_tools,
-                &spec,
-                &[("EFI/BOOT/BOOTX64.EFI".to_owned(), efi)],
+                &work,
                 &tmp.join("esp.img"),
             )
-            .map_err(BuildError::imagefs("making the ESP"))
         })?;
         Ok((dir, status(cached), String::new()))
     })?;
@@ -752,8 +724,8 @@ fn customise_hostos(
     epoch: u64,
 ) -> Result<()> {
     let mut tree = rootfs::read_tree(raw_tar)?;
-    let (kernel_version, kernel) = take_kernel(&mut tree)?;
-    apply_rules(&mut tree);
+    let (kernel_version, kernel) = rootfs::take_kernel(&mut tree)?;
+    rootfs::apply_rules(&mut tree, classify_hostos);
     tree.overlay_dir(overlay)?;
     for (path, bin) in installed {
         let data = fs::read(bin).map_err(BuildError::io("reading", bin))?;
@@ -765,63 +737,7 @@ fn customise_hostos(
         "opt/ic/share/version.txt",
         Node::new(Kind::File(format!("{version}\n").into_bytes()), 0o644),
     );
-    tree.fix_hardlinks();
-    let tar_path = out.join("rootfs.tar");
-    let file = fs::File::create(&tar_path).map_err(BuildError::io("creating", &tar_path))?;
-    let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
-    tree.write_tar(&mut w, epoch)
-        .map_err(|source| BuildError::Tar {
-            step: "writing",
-            path: tar_path.clone(),
-            source,
-        })?;
-    std::io::Write::flush(&mut w).map_err(BuildError::io("writing", &tar_path))?;
-    write(&out.join("vmlinuz"), &kernel)?;
-    write(&out.join("kernel-version"), kernel_version.as_bytes())
-}
-
-/// Removes `boot/vmlinuz-<version>` from the tree and returns its version
-/// and contents; exactly one kernel must be there.
-fn take_kernel(tree: &mut Tree) -> Result<(String, Vec<u8>)> {
-    let kernels: Vec<String> = tree
-        .nodes
-        .keys()
-        .filter(|p| p.starts_with("boot/vmlinuz-"))
-        .cloned()
-        .collect();
-    let [path] = kernels.as_slice() else {
-        return Err(BuildError::Rootfs(format!(
-            "expected exactly one boot/vmlinuz-*, found {}",
-            kernels.len()
-        )));
-    };
-    let version = path.trim_start_matches("boot/vmlinuz-").to_owned();
-    let data = match tree.nodes.remove(path).map(|n| n.kind) {
-        Some(Kind::File(data)) => data,
-        _ => return Err(BuildError::Rootfs(format!("{path} is not a regular file"))),
-    };
-    Ok((version, data))
-}
-
-/// Applies [`classify_hostos`] to every entry: drops, and empties
-/// `etc/machine-id`.
-fn apply_rules(tree: &mut Tree) {
-    let mut empty = Vec::new();
-    tree.nodes.retain(
-        |path, node| match classify_hostos(path, matches!(node.kind, Kind::Dir)) {
-            Rule::Keep => true,
-            Rule::Drop => false,
-            Rule::Empty => {
-                empty.push(path.clone());
-                true
-            }
-        },
-    );
-    for path in empty {
-        if let Some(node) = tree.nodes.get_mut(&path) {
-            node.kind = Kind::File(Vec::new());
-        }
-    }
+    rootfs::write_customised(&mut tree, out, &kernel_version, &kernel, epoch)
 }
 
 /// GuestOS's initramfs plus `dmsetup` and its libraries, with the HostOS
@@ -856,24 +772,7 @@ fn make_hostos_initramfs(
         ir.tree
             .insert(wanted, Node::new(Kind::File(data.to_vec()), 0o755));
     }
-    let init_data = fs::read(init).map_err(BuildError::io("reading", init))?;
-    ir.tree
-        .insert("init", Node::new(Kind::File(init_data), 0o755));
-    let tree_dir = out.join("tree");
-    fs::create_dir_all(&tree_dir).map_err(BuildError::io("creating", &tree_dir))?;
-    initramfs::write_dir(&ir.tree, &tree_dir)?;
-    let img = out.join("initrd.img");
-    let file = fs::File::create(&img).map_err(BuildError::io("creating", &img))?;
-    let mut enc = zstd::stream::Encoder::new(std::io::BufWriter::new(file), 12)
-        .map_err(BuildError::io("compressing", &img))?;
-    enc.include_checksum(true)
-        .map_err(BuildError::io("compressing", &img))?;
-    icos_imagefs::write_cpio_newc(&tree_dir, &mut enc)
-        .map_err(BuildError::imagefs("writing the initramfs cpio"))?;
-    enc.finish()
-        .and_then(|mut w| std::io::Write::flush(&mut w))
-        .map_err(BuildError::io("writing", &img))?;
-    fs::remove_dir_all(&tree_dir).map_err(BuildError::io("removing", &tree_dir))
+    initramfs::write_image(ir.tree, init, out)
 }
 
 #[cfg(test)]
@@ -942,7 +841,7 @@ mod tests {
 
     #[test]
     fn takes_exactly_one_kernel() {
-        let mut tree = Tree::default();
+        let mut tree = rootfs::Tree::default();
         tree.insert(
             "boot/vmlinuz-6.1.0-1-amd64",
             Node::new(Kind::File(b"kernel".to_vec()), 0o644),
@@ -951,14 +850,14 @@ mod tests {
             "etc/machine-id",
             Node::new(Kind::File(b"x\n".to_vec()), 0o444),
         );
-        let (version, data) = take_kernel(&mut tree).expect("one kernel");
+        let (version, data) = rootfs::take_kernel(&mut tree).expect("one kernel");
         assert_eq!(version, "6.1.0-1-amd64");
         assert_eq!(data, b"kernel");
-        apply_rules(&mut tree);
+        rootfs::apply_rules(&mut tree, classify_hostos);
         assert_eq!(
             tree.nodes.get("etc/machine-id").map(|n| &n.kind),
             Some(&Kind::File(Vec::new()))
         );
-        assert!(take_kernel(&mut tree).is_err());
+        assert!(rootfs::take_kernel(&mut tree).is_err());
     }
 }

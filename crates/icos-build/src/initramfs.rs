@@ -75,8 +75,20 @@ pub struct Initramfs {
     pub probe_files: Vec<String>,
 }
 
-/// Builds the initramfs tree from the root file system.
+/// Builds the initramfs tree from the root file system, with the modules
+/// of [`MODULES`].
 pub fn build(root: &Tree, kernel_version: &str, verity_hash_offset: u64) -> Result<Initramfs> {
+    build_with(root, kernel_version, verity_hash_offset, MODULES)
+}
+
+/// Builds the initramfs tree from the root file system, with `modules`
+/// (by name; their dependencies are added, built-in ones skipped).
+pub fn build_with(
+    root: &Tree,
+    kernel_version: &str,
+    verity_hash_offset: u64,
+    modules: &[&str],
+) -> Result<Initramfs> {
     let mut t = Tree::default();
     for d in [
         "dev",
@@ -134,7 +146,7 @@ pub fn build(root: &Tree, kernel_version: &str, verity_hash_offset: u64) -> Resu
         t.insert(wanted_path, Node::new(Kind::File(data.to_vec()), 0o755));
     }
 
-    let modules = module_order(root, kernel_version, MODULES)?;
+    let modules = module_order(root, kernel_version, modules)?;
     let mut stems = Vec::new();
     for m in &modules {
         let data = root
@@ -361,6 +373,29 @@ pub fn write_dir(tree: &Tree, dir: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Adds the `/init` script to `tree` and writes the initramfs `initrd.img`
+/// (newc cpio, zstd with checksum) into `out`, through a scratch folder
+/// there.
+pub fn write_image(mut tree: Tree, init: &Path, out: &Path) -> Result<()> {
+    let init_data = fs::read(init).map_err(BuildError::io("reading", init))?;
+    tree.insert("init", Node::new(Kind::File(init_data), 0o755));
+    let tree_dir = out.join("tree");
+    fs::create_dir_all(&tree_dir).map_err(BuildError::io("creating", &tree_dir))?;
+    write_dir(&tree, &tree_dir)?;
+    let img = out.join("initrd.img");
+    let file = fs::File::create(&img).map_err(BuildError::io("creating", &img))?;
+    let mut enc = zstd::stream::Encoder::new(std::io::BufWriter::new(file), 12)
+        .map_err(BuildError::io("compressing", &img))?;
+    enc.include_checksum(true)
+        .map_err(BuildError::io("compressing", &img))?;
+    icos_imagefs::write_cpio_newc(&tree_dir, &mut enc)
+        .map_err(BuildError::imagefs("writing the initramfs cpio"))?;
+    enc.finish()
+        .and_then(|mut w| std::io::Write::flush(&mut w))
+        .map_err(BuildError::io("writing", &img))?;
+    fs::remove_dir_all(&tree_dir).map_err(BuildError::io("removing", &tree_dir))
 }
 
 #[cfg(test)]

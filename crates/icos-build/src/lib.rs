@@ -1,5 +1,7 @@
 //! The reproducible IC-OS image builder: `icos build guestos`,
-//! `icos build boundary-guestos` and `icos build hostos`.
+//! `icos build boundary-guestos`, `icos build hostos` and
+//! `icos build setupos` ([`setupos`]: the installer image carrying the
+//! HostOS and GuestOS of the same build).
 //!
 //! [`build_guestos`] turns pinned inputs into a bootable GuestOS disk image
 //! and its upgrade image, bit for bit the same on every machine. With
@@ -44,6 +46,7 @@ pub mod hostos;
 pub mod initramfs;
 pub mod progress;
 pub mod rootfs;
+pub mod setupos;
 pub mod tools;
 
 pub use error::{BuildError, Result};
@@ -53,3 +56,4 @@ pub use guestos::{
 };
 pub use hostos::{HostOsOptions, build_hostos};
 pub use progress::{ProgressMode, StageStatus, StageTiming};
+pub use setupos::{SetupOsOptions, SetupOsReport, build_setupos};

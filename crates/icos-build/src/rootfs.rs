@@ -155,7 +155,7 @@ pub fn classify(path: &str, is_dir: bool) -> Rule {
 }
 
 /// For `[usr/]lib/modules/<version>/kernel/<rest>`, the `<rest>`.
-fn module_path(path: &str) -> Option<&str> {
+pub(crate) fn module_path(path: &str) -> Option<&str> {
     let p = path.strip_prefix("usr/").unwrap_or(path);
     let p = p.strip_prefix("lib/modules/")?;
     let (_version, rest) = p.split_once('/')?;
@@ -775,6 +775,76 @@ pub fn set_root_password(tree: &mut Tree, hash: &str) -> Result<()> {
     }
     *data = (lines.join("\n") + "\n").into_bytes();
     Ok(())
+}
+
+/// Removes `boot/vmlinuz-<version>` from the tree and returns its version
+/// and contents; exactly one kernel must be there.
+pub fn take_kernel(tree: &mut Tree) -> Result<(String, Vec<u8>)> {
+    let kernels: Vec<String> = tree
+        .nodes
+        .keys()
+        .filter(|p| p.starts_with("boot/vmlinuz-"))
+        .cloned()
+        .collect();
+    let [path] = kernels.as_slice() else {
+        return Err(BuildError::Rootfs(format!(
+            "expected exactly one boot/vmlinuz-*, found {}",
+            kernels.len()
+        )));
+    };
+    let version = path.trim_start_matches("boot/vmlinuz-").to_owned();
+    let data = match tree.nodes.remove(path).map(|n| n.kind) {
+        Some(Kind::File(data)) => data,
+        _ => return Err(BuildError::Rootfs(format!("{path} is not a regular file"))),
+    };
+    Ok((version, data))
+}
+
+/// Applies `classify` to every entry of `tree`: drops entries, and empties
+/// those it says to (`etc/machine-id`).
+pub fn apply_rules(tree: &mut Tree, classify: fn(&str, bool) -> Rule) {
+    let mut empty = Vec::new();
+    tree.nodes.retain(
+        |path, node| match classify(path, matches!(node.kind, Kind::Dir)) {
+            Rule::Keep => true,
+            Rule::Drop => false,
+            Rule::Empty => {
+                empty.push(path.clone());
+                true
+            }
+        },
+    );
+    for path in empty {
+        if let Some(node) = tree.nodes.get_mut(&path) {
+            node.kind = Kind::File(Vec::new());
+        }
+    }
+}
+
+/// Writes a customised root: `rootfs.tar` (sorted, every date `epoch`),
+/// `vmlinuz` and `kernel-version` into `out`.
+pub fn write_customised(
+    tree: &mut Tree,
+    out: &Path,
+    kernel_version: &str,
+    kernel: &[u8],
+    epoch: u64,
+) -> Result<()> {
+    tree.fix_hardlinks();
+    let tar_path = out.join("rootfs.tar");
+    let file = fs::File::create(&tar_path).map_err(BuildError::io("creating", &tar_path))?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+    tree.write_tar(&mut w, epoch)
+        .map_err(|source| BuildError::Tar {
+            step: "writing",
+            path: tar_path.clone(),
+            source,
+        })?;
+    w.flush().map_err(BuildError::io("writing", &tar_path))?;
+    fs::write(out.join("vmlinuz"), kernel)
+        .map_err(BuildError::io("writing", &out.join("vmlinuz")))?;
+    let kv = out.join("kernel-version");
+    fs::write(&kv, kernel_version.as_bytes()).map_err(BuildError::io("writing", &kv))
 }
 
 #[cfg(test)]

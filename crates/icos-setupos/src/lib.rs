@@ -11,7 +11,8 @@
 //!   sockets, threads, memory, drives, with IC's thresholds), the network
 //!   ([`network`]: the router-advertised address and route, the derived
 //!   addresses, gateway pings, the NNS) and the clock ([`check_time`]);
-//! * the kernel command-line switches ([`cmdline`]);
+//! * the kernel command-line switches ([`cmdline`]), and reading and
+//!   writing them in a SetupOS image ([`switches`]);
 //! * [`check_captured`], which runs them all over a directory of captured
 //!   output, as the installer does on the live system;
 //! * the install plan ([`plan_install`]): which drive gets HostOS and which
@@ -47,6 +48,7 @@ pub mod inject;
 pub mod network;
 mod plan;
 mod report;
+pub mod switches;
 mod time;
 
 pub use banner::{FAILURE_TITLE, SUCCESS_TITLE, failure_banner, success_banner};
@@ -61,4 +63,5 @@ pub use inject::{InjectError, InjectInputs, Injected, Placement, Target, inject}
 pub use network::{NetworkFacts, check_network};
 pub use plan::{InstallPlan, PlanError, PlanRules, plan_install};
 pub use report::{CheckName, CheckResult, Report};
+pub use switches::{SWITCHES_VAR, SwitchesError, read_switches, write_switches};
 pub use time::{MAX_IMAGE_AGE_SECS, check_age, check_time};

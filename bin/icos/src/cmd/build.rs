@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand, ValueEnum};
 use icos_build::{
-    BuildError, BuildReport, Env, GuestOsOptions, HostOsOptions, ProgressMode, Role, StageStatus,
+    BuildError, BuildReport, Env, GuestOsOptions, HostOsOptions, ProgressMode, Role,
+    SetupOsOptions, StageStatus,
 };
 
 use crate::exit::{CmdResult, Failure};
@@ -39,6 +40,34 @@ pub enum BuildCmd {
     /// icos-guestos-vm. Needs root (mmdebstrap --mode=root).
     #[command(disable_version_flag = true)]
     Hostos(HostosArgs),
+    /// Build SetupOS: DIR/setupos/{disk-img.tar.zst,SHA256SUMS,VERSION.TXT}.
+    ///
+    /// Builds HostOS and GuestOS of the same version first (DIR/hostos/,
+    /// DIR/guestos/), then the installer image with IC's SetupOS GPT: esp
+    /// and grub (UEFI boot), the FAT CONFIG partition with a template
+    /// config.ini, the data partition with deployment.json and both disk
+    /// images, and a boot/root pair (ext4 + dm-verity). Write it to a USB
+    /// stick, put the node's inputs in with `icos setupos inject`, boot it.
+    /// Needs root (mmdebstrap --mode=root).
+    #[command(disable_version_flag = true)]
+    Setupos(SetuposArgs),
+}
+
+/// `icos build setupos` flags.
+#[derive(Debug, Args)]
+pub struct SetuposArgs {
+    /// dev (console login on the GuestOS it carries, NTP also from a QEMU
+    /// host at 10.0.2.2) or prod.
+    #[arg(long, value_enum, default_value = "dev")]
+    env: EnvArg,
+    /// Output folder; artifacts go to DIR/setupos/ (and DIR/hostos/, DIR/guestos/).
+    #[arg(long, value_name = "DIR", default_value = "out")]
+    out: PathBuf,
+    /// Replica binary of the GuestOS it carries [default: icos-testnet-replica].
+    #[arg(long, value_name = "FILE")]
+    replica: Option<PathBuf>,
+    #[command(flatten)]
+    common: CommonArgs,
 }
 
 /// `icos build hostos` flags.
@@ -118,6 +147,7 @@ pub fn run(cmd: BuildCmd) -> CmdResult {
         BuildCmd::Guestos(args) => guestos(args),
         BuildCmd::BoundaryGuestos(args) => boundary_guestos(args),
         BuildCmd::Hostos(args) => hostos(args),
+        BuildCmd::Setupos(args) => setupos(args),
     }
 }
 
@@ -156,6 +186,33 @@ fn hostos(args: HostosArgs) -> CmdResult {
     opts.progress = ProgressMode::Auto;
     let report = icos_build::build_hostos(&opts).map_err(classify)?;
     print_report("HostOS", "", &report, c.json)
+}
+
+fn setupos(args: SetuposArgs) -> CmdResult {
+    let c = args.common;
+    let mut opts = SetupOsOptions::new(source_or_cwd(c.source)?);
+    opts.out = args.out;
+    opts.env = match args.env {
+        EnvArg::Dev => Env::Dev,
+        EnvArg::Prod => Env::Prod,
+    };
+    opts.replica = args.replica;
+    opts.version = c.version;
+    opts.cache = c.cache;
+    opts.offline = c.offline;
+    opts.mirror = c.mirror;
+    opts.progress = ProgressMode::Auto;
+    let report = icos_build::build_setupos(&opts).map_err(classify)?;
+    if c.json {
+        let text = serde_json::to_string_pretty(&report)
+            .map_err(|e| Failure::Failed(anyhow::anyhow!("encoding the report: {e}")))?;
+        println!("{text}");
+        return Ok(());
+    }
+    let flavour = format!(" ({})", opts.env.as_str());
+    print_report("HostOS", "", &report.hostos, false)?;
+    print_report("GuestOS", &flavour, &report.guestos, false)?;
+    print_report("SetupOS", &flavour, &report.setupos, false)
 }
 
 /// Prints a build report: JSON, or a summary line, the root hash and the

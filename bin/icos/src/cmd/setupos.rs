@@ -35,6 +35,36 @@ pub enum SetuposCmd {
     /// ip-route.json, ping6, ping4 (with IPv4), nns, chrony, timedatectl
     /// (see the icos-setupos crate docs for the command behind each).
     Check(CheckArgs),
+    /// Show or set the installer's switches in a SetupOS image (or the USB
+    /// stick it was written to), without mounting it: IC's kernel
+    /// command-line switches for test machines.
+    ///
+    /// They live in the grubenv of the image's grub partition (variable
+    /// setupos_switches), which GRUB appends to the kernel command line.
+    /// Without a flag, prints the switches. With flags, changes those
+    /// given, keeps the others, and reads the result back.
+    Switches(SwitchesArgs),
+}
+
+/// Arguments of `icos setupos switches`.
+#[derive(Debug, Args)]
+pub struct SwitchesArgs {
+    /// The SetupOS disk image or device.
+    #[arg(long, value_name = "FILE")]
+    image: PathBuf,
+    /// ic.setupos.check_hardware: false skips the hardware check.
+    #[arg(long, value_name = "BOOL")]
+    check_hardware: Option<bool>,
+    /// ic.setupos.perform_installation: false runs the checks only.
+    #[arg(long, value_name = "BOOL")]
+    perform_installation: Option<bool>,
+    /// ic.setupos.reboot_after_installation: false keeps the machine up
+    /// after the install.
+    #[arg(long, value_name = "BOOL")]
+    reboot_after_installation: Option<bool>,
+    /// Print the switches as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Arguments of `icos setupos inject`.
@@ -74,6 +104,7 @@ pub fn run(cmd: SetuposCmd) -> CmdResult {
     match cmd {
         SetuposCmd::Inject(args) => inject(&args),
         SetuposCmd::Check(args) => check(&args),
+        SetuposCmd::Switches(args) => switches(&args),
     }
 }
 
@@ -169,4 +200,48 @@ fn check(args: &CheckArgs) -> CmdResult {
             run.reasons().len()
         )))
     }
+}
+
+fn switches(args: &SwitchesArgs) -> CmdResult {
+    let classify = |e: icos_setupos::SwitchesError| match e {
+        icos_setupos::SwitchesError::NotSetupOs { .. } => Failure::BadInput(e.into()),
+        other => Failure::Failed(other.into()),
+    };
+    let mut s = icos_setupos::read_switches(&args.image).map_err(classify)?;
+    let changes = [
+        (args.check_hardware, &mut s.check_hardware),
+        (args.perform_installation, &mut s.perform_installation),
+        (
+            args.reboot_after_installation,
+            &mut s.reboot_after_installation,
+        ),
+    ];
+    let mut changed = false;
+    for (given, slot) in changes {
+        if let Some(v) = given {
+            changed |= *slot != v;
+            *slot = v;
+        }
+    }
+    if changed {
+        icos_setupos::write_switches(&args.image, &s).map_err(classify)?;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&s).failed()?);
+    } else {
+        for (name, on) in [
+            (icos_setupos::cmdline::CHECK_HARDWARE, s.check_hardware),
+            (
+                icos_setupos::cmdline::PERFORM_INSTALLATION,
+                s.perform_installation,
+            ),
+            (
+                icos_setupos::cmdline::REBOOT_AFTER_INSTALLATION,
+                s.reboot_after_installation,
+            ),
+        ] {
+            println!("{name}={on}");
+        }
+    }
+    Ok(())
 }
