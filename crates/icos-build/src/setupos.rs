@@ -24,9 +24,11 @@
 //! The output is `<out>/setupos/`. SetupOS has no upgrade image: a node is
 //! reinstalled with a new stick, never upgraded in place.
 //!
-//! `/commit-time` holds the commit time of the source tree's `HEAD`
-//! (seconds since 1970), or the build epoch outside a git checkout: the
-//! installer's image-age check compares it with the clock, as IC's does.
+//! `/commit-time` holds the commit time of the source (seconds since 1970):
+//! [`SetupOsOptions::commit_time`], else the commit time of the source
+//! tree's git `HEAD`, else the build epoch. The installer's image-age check
+//! compares it with the clock, as IC's does. A rebuild from a copy without
+//! `.git` must pass the release's commit time to get the same bytes.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -135,6 +137,9 @@ pub struct SetupOsOptions {
     pub version: Option<String>,
     /// The replica binary of the GuestOS it carries.
     pub replica: Option<PathBuf>,
+    /// The commit time written to `/commit-time`; `None`: git's time of
+    /// `HEAD`, else the epoch.
+    pub commit_time: Option<u64>,
     /// The cache root; `None`: [`Cache::default_location`].
     pub cache: Option<PathBuf>,
     /// Use only cached packages.
@@ -156,6 +161,7 @@ impl SetupOsOptions {
             env: Env::Dev,
             version: None,
             replica: None,
+            commit_time: None,
             cache: None,
             offline: false,
             mirror: None,
@@ -286,7 +292,10 @@ pub fn build_setupos(opts: &SetupOsOptions) -> Result<SetupOsReport> {
         Some(v) => v.clone(),
         None => git_head(&src)?,
     };
-    let commit_time = commit_time(&src).unwrap_or(opts.epoch);
+    let commit_time = opts
+        .commit_time
+        .or_else(|| commit_time(&src))
+        .unwrap_or(opts.epoch);
 
     let layout = OsKind::SetupOs.layout();
     let layout_err = |message: String| BuildError::Input {

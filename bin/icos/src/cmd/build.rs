@@ -66,6 +66,11 @@ pub struct SetuposArgs {
     /// Replica binary of the GuestOS it carries [default: icos-testnet-replica].
     #[arg(long, value_name = "FILE")]
     replica: Option<PathBuf>,
+    /// The source's commit time for /commit-time, seconds since 1970
+    /// (the installer warns about old images) [default: git's time of HEAD
+    /// in the source tree, else the build epoch].
+    #[arg(long, value_name = "SECS")]
+    commit_time: Option<u64>,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -197,6 +202,7 @@ fn setupos(args: SetuposArgs) -> CmdResult {
         EnvArg::Prod => Env::Prod,
     };
     opts.replica = args.replica;
+    opts.commit_time = args.commit_time;
     opts.version = c.version;
     opts.cache = c.cache;
     opts.offline = c.offline;

@@ -12,6 +12,11 @@
 //!   too. Each build has its own stage cache (`CACHE/build`); the verified,
 //!   content-addressed `.deb` store (`CACHE/sha256`) is shared. The image
 //!   version is fixed to the source tree's `git rev-parse HEAD`.
+//! * `icos repro-check setupos` does the same for SetupOS, whose build
+//!   includes the HostOS and GuestOS it carries; its `/commit-time` is the
+//!   source tree's git commit time of `HEAD`, passed to both builds
+//!   (`--commit-time`), since the copies are not git checkouts. `all`
+//!   builds GuestOS, Boundary-GuestOS, HostOS and SetupOS.
 //! * `icos repro-check --against SHA256SUMS` builds once the same way and
 //!   compares with published sums: the verifier's workflow.
 //! * `icos repro-check --compare A B` builds nothing: it compares two
@@ -53,6 +58,8 @@ pub const ARTIFACTS: [&str; 4] = [
     "SHA256SUMS",
     "VERSION.TXT",
 ];
+/// The artifacts of a SetupOS build, in `DIR/setupos/` (no upgrade image).
+pub const SETUPOS_ARTIFACTS: [&str; 3] = ["disk-img.tar.zst", "SHA256SUMS", "VERSION.TXT"];
 /// The images inside the archives: (archive, member).
 const INNER: [(&str, &str); 3] = [
     ("disk-img.tar.zst", "disk.img"),
@@ -72,8 +79,10 @@ pub enum OsArg {
     BoundaryGuestos,
     /// HostOS.
     Hostos,
-    /// GuestOS, Boundary-GuestOS and HostOS, one after the other in each
-    /// build's source copy.
+    /// SetupOS (which builds the HostOS and GuestOS it carries first).
+    Setupos,
+    /// GuestOS, Boundary-GuestOS, HostOS and SetupOS, one after the other
+    /// in each build's source copy.
     All,
 }
 
@@ -84,7 +93,8 @@ impl OsArg {
             OsArg::Guestos => &["guestos"],
             OsArg::BoundaryGuestos => &["boundary-guestos"],
             OsArg::Hostos => &["hostos"],
-            OsArg::All => &["guestos", "boundary-guestos", "hostos"],
+            OsArg::Setupos => &["setupos"],
+            OsArg::All => &["guestos", "boundary-guestos", "hostos", "setupos"],
         }
     }
 }
@@ -207,7 +217,7 @@ pub fn run(args: ReproCheckArgs) -> CmdResult {
     };
     if published.is_some() && targets.len() > 1 {
         return Err(Failure::BadInput(anyhow!(
-            "--against compares one image's SHA256SUMS: name guestos, boundary-guestos or hostos, not all"
+            "--against compares one image's SHA256SUMS: name guestos, boundary-guestos, hostos or setupos, not all"
         )));
     }
     let parent = args.work_dir.clone().unwrap_or_else(default_work_parent);
@@ -228,18 +238,45 @@ pub fn run(args: ReproCheckArgs) -> CmdResult {
                 .context("finding the image version (pass --version)")
                 .bad_input()?,
         };
+        let commit_time = git(&source, &["log", "-1", "--format=%ct", "HEAD"])
+            .ok()
+            .and_then(|t| t.parse().ok());
         let work = WorkDir::create(&parent, "icos-repro", args.keep).failed()?;
         let files = source_files(&source).bad_input()?;
         let report = match published {
             Some((sums_path, sums)) => {
                 let plan = Plan::a(work.path());
-                let out = build(&plan, &source, &files, &version, args.env, targets)?;
+                let out = build(
+                    &plan,
+                    &source,
+                    &files,
+                    &version,
+                    args.env,
+                    targets,
+                    commit_time,
+                )?;
                 against(&sums_path, &sums, &out.join(targets[0]))?
             }
             None => {
                 let (plan_a, plan_b) = (Plan::a(work.path()), Plan::b(work.path()));
-                let out_a = build(&plan_a, &source, &files, &version, args.env, targets)?;
-                let out_b = build(&plan_b, &source, &files, &version, args.env, targets)?;
+                let out_a = build(
+                    &plan_a,
+                    &source,
+                    &files,
+                    &version,
+                    args.env,
+                    targets,
+                    commit_time,
+                )?;
+                let out_b = build(
+                    &plan_b,
+                    &source,
+                    &files,
+                    &version,
+                    args.env,
+                    targets,
+                    commit_time,
+                )?;
                 let mut report = Report {
                     a: format!("build A ({})", out_a.display()),
                     b: format!("build B ({})", out_b.display()),
@@ -249,7 +286,12 @@ pub fn run(args: ReproCheckArgs) -> CmdResult {
                 };
                 for target in targets {
                     let cmp = work.path().join("cmp").join(target);
-                    let part = compare_outputs(&out_a.join(target), &out_b.join(target), &cmp)?;
+                    let part = compare_outputs(
+                        &out_a.join(target),
+                        &out_b.join(target),
+                        target_artifacts(target),
+                        &cmp,
+                    )?;
                     report.identical &= part.identical;
                     for mut row in part.artifacts {
                         if targets.len() > 1 {
@@ -520,6 +562,15 @@ fn shared_deb_store() -> Option<PathBuf> {
         .map(|c| c.root().join("sha256"))
 }
 
+/// The artifacts a build of `target` writes.
+fn target_artifacts(target: &str) -> &'static [&'static str] {
+    if target == "setupos" {
+        &SETUPOS_ARTIFACTS
+    } else {
+        &ARTIFACTS
+    }
+}
+
 /// Builds `targets` from a fresh copy of the source as `plan` says;
 /// returns the output folder (holding `guestos/`, `hostos/`).
 fn build(
@@ -529,6 +580,7 @@ fn build(
     version: &str,
     env: EnvArg,
     targets: &[&str],
+    commit_time: Option<u64>,
 ) -> CmdResult<PathBuf> {
     let started = Instant::now();
     eprintln!(
@@ -566,6 +618,13 @@ fn build(
         cmd.args(["build", target, "--version", version]);
         if *target != "hostos" {
             cmd.args(["--env", env.as_str()]);
+        }
+        if *target == "setupos" {
+            // The copies are not git checkouts: SetupOS's /commit-time
+            // comes from the source tree's HEAD, as in a normal build.
+            if let Some(t) = commit_time {
+                cmd.args(["--commit-time", &t.to_string()]);
+            }
         }
         let status = cmd
             .arg("--source")
@@ -648,7 +707,7 @@ fn compare_paths(a: &Path, b: &Path, work: &Path) -> CmdResult<Report> {
         }
     };
     let mut report = match (a.is_dir(), b.is_dir()) {
-        (true, true) => compare_outputs(&out_dir(a), &out_dir(b), work)?,
+        (true, true) => compare_outputs(&out_dir(a), &out_dir(b), &ARTIFACTS, work)?,
         (false, false) => compare_images(a, b, work)?,
         _ => {
             return Err(Failure::BadInput(anyhow!(
@@ -720,13 +779,13 @@ fn extract(archive: &Path, dest: &Path) -> CmdResult<Vec<(String, u64)>> {
 }
 
 /// Compares two `guestos/` output folders.
-fn compare_outputs(a: &Path, b: &Path, work: &Path) -> CmdResult<Report> {
+fn compare_outputs(a: &Path, b: &Path, names: &[&str], work: &Path) -> CmdResult<Report> {
     let mut artifacts = Vec::new();
-    for name in ARTIFACTS {
+    for name in names {
         artifacts.push(row(name, sha_of(&a.join(name))?, sha_of(&b.join(name))?));
     }
     let mut extracted: BTreeMap<&str, (PathBuf, PathBuf)> = BTreeMap::new();
-    for (archive, member) in INNER {
+    for &(archive, member) in INNER.iter().filter(|(archive, _)| names.contains(archive)) {
         // An archive identical on both sides holds identical images: only a
         // differing archive is unpacked, to find where the difference is.
         if artifacts.iter().any(|r| r.artifact == archive && r.same) {
