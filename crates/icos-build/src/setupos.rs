@@ -37,6 +37,8 @@ use std::process::Command;
 use icos_imagefs::{Ext4Source, Ext4Spec, Tools, VfatSpec};
 use icos_layout::{MIB, OsKind};
 use icos_packages::{Cache, FetchOptions, Lock, Progress};
+// The names the installer looks for in the data partition.
+use icos_setupos::run::{GUESTOS_ARCHIVE as GUESTOS_IMAGE, HOSTOS_ARCHIVE as HOSTOS_IMAGE};
 use uuid::{Uuid, uuid};
 
 use crate::boot;
@@ -65,10 +67,6 @@ pub const SETUPOS_BOOT_FS_UUID: Uuid = uuid!("6a5c1b1e-0000-4000-8000-0000000000
 pub const SETUPOS_ESP_VOLUME_ID: u32 = 0x0b00_70c5;
 /// Volume id of the SetupOS grub partition.
 pub const SETUPOS_GRUB_VOLUME_ID: u32 = 0x0b00_70c6;
-/// The HostOS disk image in the data partition.
-pub const HOSTOS_IMAGE: &str = "host-os.img.tar.zst";
-/// The GuestOS disk image in the data partition.
-pub const GUESTOS_IMAGE: &str = "guest-os.img.tar.zst";
 
 /// Kernel modules SetupOS leaves out (prefixes under
 /// `lib/modules/<version>/kernel/`): sound, video, radio and staging

@@ -21,7 +21,13 @@
 //!   [`success_banner`]);
 //! * SetupOS disk images with IC's layout ([`build_setupos_disk`]) and the
 //!   node provider's tool to write their inputs into one without mounting
-//!   it ([`inject()`]).
+//!   it ([`inject()`]);
+//! * the installer that runs on a booted SetupOS (`icos-setupos-install`):
+//!   capturing the live system ([`live`]), the install steps ([`install`]:
+//!   wiping the drives, streaming the HostOS and GuestOS images onto them
+//!   and verifying them, growing `hostlvm`, the EFI boot entry, the HostOS
+//!   config volume), the sequence ([`run()`], [`run::next_step`]) and the
+//!   one seam for external commands ([`runner`]).
 //!
 //! # Example
 //!
@@ -45,9 +51,13 @@ pub mod cmdline;
 mod disk;
 pub mod hardware;
 pub mod inject;
+pub mod install;
+pub mod live;
 pub mod network;
 mod plan;
 mod report;
+pub mod run;
+pub mod runner;
 pub mod switches;
 mod time;
 
@@ -60,8 +70,15 @@ pub use disk::{
 };
 pub use hardware::{Drive, Generation, HardwareFacts, check_hardware};
 pub use inject::{InjectError, InjectInputs, Injected, Placement, Target, inject};
+pub use install::{HoleCheck, ImageArchive, ImageError, WriteProgress, ZeroMethod, Zeroer};
+pub use live::{LiveSources, capture};
 pub use network::{NetworkFacts, check_network};
 pub use plan::{InstallPlan, PlanError, PlanRules, plan_install};
 pub use report::{CheckName, CheckResult, Report};
+pub use run::{
+    CHECKS_ONLY_LINE, Console, FAILURE_LINE, Outcome, PlainConsole, RunOptions, SUCCESS_LINE, Step,
+    next_step, run, steps,
+};
+pub use runner::{Cmd, CmdOutput, CommandError, Runner, SystemRunner};
 pub use switches::{SWITCHES_VAR, SwitchesError, read_switches, write_switches};
 pub use time::{MAX_IMAGE_AGE_SECS, check_age, check_time};

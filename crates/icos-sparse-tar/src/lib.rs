@@ -83,7 +83,7 @@ mod scan;
 mod write;
 
 pub use error::Error;
-pub use read::{extract, extract_file, list, list_file};
+pub use read::{Visitor, extract, extract_file, list, list_file, visit};
 pub use write::{OwnerNames, Plan, TarBuilder, ZstSummary, ZstdOptions};
 
 /// One data segment of a sparse file: `length` bytes at `offset` hold data;

@@ -55,14 +55,30 @@ pub fn extract_file(
     walk_any(file, path, &mut extractor)
 }
 
-/// What happens to each member while walking an archive.
-trait Visitor {
+/// What happens to each member while walking an archive with [`visit`].
+///
+/// For a member whose data is wanted, `data` is called in increasing
+/// offset order with the stored bytes only: for a sparse member the gaps
+/// between calls (and after the last one, up to [`EntryInfo::size`]) are
+/// holes, for a plain member the calls cover the whole file.
+pub trait Visitor {
     /// A member starts; returns whether its data is wanted.
     fn begin(&mut self, info: &EntryInfo) -> Result<bool, Error>;
     /// `bytes` of the member belong at `offset` of the expanded file.
     fn data(&mut self, offset: u64, bytes: &[u8]) -> Result<(), Error>;
     /// The member is complete.
     fn end(&mut self, info: &EntryInfo) -> Result<(), Error>;
+}
+
+/// Walks a plain or zstd-compressed tar read from `input` (named `label` in
+/// errors), handing every member to `visitor`, and returns the members.
+/// The archive is read to its end, so a zstd checksum is verified.
+pub fn visit<R: Read, V: Visitor>(
+    input: R,
+    label: &Path,
+    visitor: &mut V,
+) -> Result<Vec<EntryInfo>, Error> {
+    walk_any(input, label, visitor)
 }
 
 fn walk_any<R: Read, V: Visitor>(
