@@ -26,7 +26,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo test"
 cargo test --workspace --locked --no-fail-fast
 
-step "reproducibility: two independent builds of GuestOS, Boundary-GuestOS and HostOS must be bit-identical"
+step "reproducibility: two independent builds of GuestOS, Boundary-GuestOS, HostOS and SetupOS must be bit-identical"
 cargo test -p icos --locked --test repro_cli -- --ignored
 
 step "fuzz targets build"

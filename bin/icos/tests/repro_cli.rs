@@ -258,9 +258,9 @@ fn two_build_outputs_are_compared_artifact_by_artifact() {
     assert_eq!(diffs[0]["files"][0]["path"], "/etc/hello", "{report:#}");
 }
 
-/// The full check: two real builds of GuestOS, Boundary-GuestOS and HostOS
-/// (each build makes the three images in its own source copy, with its own
-/// cache, TZ and umask) must be bit-identical.
+/// The full check: two real builds of GuestOS, Boundary-GuestOS, HostOS and
+/// SetupOS (each build makes the four images in its own source copy, with
+/// its own cache, TZ and umask) must be bit-identical.
 #[test]
 #[ignore = "VM level: builds every image twice (minutes); scripts/test.sh runs it with --ignored"]
 fn two_builds_of_every_image_are_bit_identical() {
@@ -280,16 +280,16 @@ fn two_builds_of_every_image_are_bit_identical() {
         serde_json::to_string_pretty(&report).unwrap()
     );
     assert_eq!(report["identical"], true);
-    // The four published artifacts of each image; identical archives are
-    // not unpacked.
+    // The published artifacts of each image (four; SetupOS has no upgrade
+    // image); identical archives are not unpacked.
     let names: Vec<&str> = report["artifacts"]
         .as_array()
         .unwrap()
         .iter()
         .map(|r| r["artifact"].as_str().unwrap())
         .collect();
-    assert_eq!(names.len(), 12, "{names:?}");
-    for os in ["guestos", "boundary-guestos", "hostos"] {
+    assert_eq!(names.len(), 15, "{names:?}");
+    for os in ["guestos", "boundary-guestos", "hostos", "setupos"] {
         assert!(
             names.contains(&format!("{os}/disk-img.tar.zst").as_str()),
             "{names:?}"

@@ -5,20 +5,21 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use icos_imagefs::{Ext4Source, Ext4Spec, Tools, VeritySpec, VfatSpec};
+use icos_imagefs::{Ext4Source, Ext4Spec, Tools, VeritySpec};
 use icos_layout::{OsKind, Slot};
-use icos_packages::{Cache, FetchOptions, Lock, Progress};
+use icos_packages::Lock;
 use uuid::{Uuid, uuid};
 
 use crate::boot::{self, BootArgs};
 #[cfg(test)]
 use crate::cache::sha256_bytes;
-use crate::cache::{KeyBuilder, StageCache, sha256_file};
+use crate::cache::{KeyBuilder, sha256_file};
 use crate::error::{BuildError, Result};
 use crate::initramfs;
+use crate::pipeline;
 use crate::progress::{ProgressMode, StageStatus, StageTiming, Stages, mib};
 use crate::rootfs::{self, Kind, Node};
-use crate::tools::{self, CARGO, DPKG_DEB, GIT, MMDEBSTRAP};
+use crate::tools::{self, GIT};
 
 /// The default `SOURCE_DATE_EPOCH` of every build (2023-11-14 22:13:20 UTC):
 /// all mtimes in the image and the file system times. Not zero, because a
@@ -225,7 +226,6 @@ pub fn build_guestos(opts: &GuestOsOptions) -> Result<BuildReport> {
     let images = src.join("images");
     let guest_dir = images.join("guestos");
     let lock_path = input(&guest_dir.join("packages.lock"))?;
-    let build_lock_path = input(&images.join("build/packages.lock"))?;
     let grub_cfg = input(&guest_dir.join("grub/grub.cfg"))?;
     let grub_early = input(&guest_dir.join("grub/grub-early.cfg"))?;
     let grub_modules = input(&guest_dir.join("grub/modules.list"))?;
@@ -248,77 +248,32 @@ pub fn build_guestos(opts: &GuestOsOptions) -> Result<BuildReport> {
         }
     }
 
-    let lock = Lock::load(&lock_path)?;
-    let build_lock = Lock::load(&build_lock_path)?;
-    let grub_debs: Vec<_> = ["grub-common", "grub-efi-amd64-bin"]
-        .iter()
-        .map(|name| {
-            build_lock
-                .package(name)
-                .cloned()
-                .ok_or_else(|| BuildError::NotLocked {
-                    lock: build_lock_path.clone(),
-                    package: (*name).to_owned(),
-                })
-        })
-        .collect::<Result<_>>()?;
-    for needed in [
-        "busybox-static",
-        "cryptsetup-bin",
-        "linux-image-amd64",
-        "systemd",
-    ] {
-        if lock.package(needed).is_none() {
-            return Err(BuildError::NotLocked {
-                lock: lock_path.clone(),
-                package: needed.to_owned(),
-            });
-        }
-    }
+    let c = pipeline::load_common(
+        &images,
+        lock_path,
+        &[
+            "busybox-static",
+            "cryptsetup-bin",
+            "linux-image-amd64",
+            "systemd",
+        ],
+    )?;
+    let fs_tools = &c.fs_tools;
+    let version = pipeline::image_version(&src, opts.version.as_ref())?;
 
-    // Host tools, all checked before any work.
-    let fs_tools = Tools::discover()?;
-    let mmdebstrap = tools::find(MMDEBSTRAP)?;
-    let dpkg_deb = tools::find(DPKG_DEB)?;
-    tools::find(tools::APT_FTPARCHIVE)?;
-    let cargo = std::env::var_os("CARGO")
-        .map(PathBuf::from)
-        .filter(|p| p.is_file())
-        .map_or_else(|| tools::find(CARGO), Ok)?;
+    let (cache, sc) = pipeline::caches(opts.cache.as_ref())?;
 
-    let version = match &opts.version {
-        Some(v) => v.clone(),
-        None => git_head(&src)?,
-    };
-    if version.is_empty() || version.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(BuildError::Input {
-            path: PathBuf::from("--version"),
-            message: format!("'{version}' must be one word"),
-        });
-    }
-
-    let cache = match &opts.cache {
-        Some(c) => Cache::new(c),
-        None => Cache::default_location()?,
-    };
-    let sc = StageCache::new(cache.root().join("build"));
-
-    // Output: a temporary folder next to the final one, renamed at the end.
-    fs::create_dir_all(&opts.out).map_err(BuildError::io("creating", &opts.out))?;
-    let out = fs::canonicalize(&opts.out).map_err(BuildError::io("reading", &opts.out))?;
     let name = opts.role.dir_name();
-    let final_dir = out.join(name);
-    let pid = std::process::id();
-    let tmp_out = out.join(format!(".{name}.tmp-{pid}"));
-    let work = out.join(format!(".{name}.work-{pid}"));
-    let _cleanup = Cleanup(vec![tmp_out.clone(), work.clone()]);
-    for d in [&tmp_out, &work] {
-        if d.exists() {
-            fs::remove_dir_all(d).map_err(BuildError::io("removing", d))?;
-        }
-        fs::create_dir_all(d).map_err(BuildError::io("creating", d))?;
-    }
-
+    let dirs = pipeline::out_dirs(&opts.out, name)?;
+    let work = dirs.work.clone();
+    let ctx = pipeline::Ctx {
+        sc: &sc,
+        cache: &cache,
+        work: &work,
+        epoch: opts.epoch,
+        mirror: opts.mirror.as_ref(),
+        offline: opts.offline,
+    };
     let mut st = Stages::new(opts.progress, STAGES);
     let epoch = opts.epoch;
     let layout = OsKind::GuestOs.layout();
@@ -344,36 +299,20 @@ pub fn build_guestos(opts: &GuestOsOptions) -> Result<BuildReport> {
         })?;
     debug_assert_eq!(slot_a.root.uuid, a_root.uuid);
 
-    // 1. Packages.
-    st.run("fetch packages", || {
-        let fo = FetchOptions {
-            mirror: opts.mirror.clone(),
-            offline: opts.offline,
-            progress: Progress::Quiet,
-            ..FetchOptions::default()
-        };
-        let a = icos_packages::fetch(&lock, &cache, &fo)?;
-        let b = icos_packages::fetch(&build_lock, &cache, &fo)?;
-        let downloaded = a.downloaded + b.downloaded;
-        let status = if downloaded == 0 {
-            StageStatus::Cached
-        } else {
-            StageStatus::Built
-        };
-        Ok((
-            (),
-            status,
-            format!(
-                "{} packages verified, {downloaded} downloaded",
-                a.packages + b.packages
-            ),
-        ))
-    })?;
-
-    // 2. Our binaries.
-    let mut installed = st.run("build our binaries (cargo --release --locked)", || {
-        build_release_binaries(&cargo, &src, &work, &opts.role.binaries(), name)
-    })?;
+    // 1 to 4. Packages, our binaries, mmdebstrap's root file system.
+    let pipeline::Base {
+        mut installed,
+        raw_dir,
+        raw_key,
+    } = pipeline::base_stages(
+        &mut st,
+        &ctx,
+        &c,
+        &src,
+        &opts.role.binaries(),
+        name,
+        "rootfs-raw",
+    )?;
     if let Some(replica) = &opts.replica {
         for (path, bin) in &mut installed {
             if *path == REPLICA_PATH {
@@ -381,40 +320,6 @@ pub fn build_guestos(opts: &GuestOsOptions) -> Result<BuildReport> {
             }
         }
     }
-
-    // 3 + 4. Raw root file system.
-    let mmdebstrap_version = tools::version_line(&mmdebstrap, &["--version"]);
-    let lock_bytes = fs::read(&lock_path).map_err(BuildError::io("reading", &lock_path))?;
-    let include = lock.requested.join(",");
-    let raw_key = KeyBuilder::new("rootfs-raw")
-        .bytes("lock", &lock_bytes)
-        .str("mmdebstrap", &mmdebstrap_version)
-        .str("args", &mmdebstrap_args_template(&include))
-        .str("epoch", &epoch.to_string())
-        .finish();
-    let raw_cached = sc.entry("rootfs-raw", &raw_key).is_dir();
-    let repo = work.join("repo");
-    st.run("local apt repository", || {
-        if raw_cached {
-            return Ok(((), StageStatus::Cached, "not needed".into()));
-        }
-        let r = icos_packages::write_repo(&lock, &cache, &repo)?;
-        Ok(((), StageStatus::Built, format!("{} packages", r.packages)))
-    })?;
-    let raw_dir = st.run("root file system (mmdebstrap)", || {
-        let (dir, cached) = sc.get_or_make("rootfs-raw", &raw_key, |tmp| {
-            run_mmdebstrap(
-                &mmdebstrap,
-                &lock,
-                &repo,
-                &tmp.join("rootfs.tar"),
-                &work,
-                epoch,
-            )
-        })?;
-        let size = file_len(&dir.join("rootfs.tar"))?;
-        Ok((dir, status(cached), format!("{} tar", mib(size))))
-    })?;
 
     // 5. Customisation.
     let custom_key = {
@@ -481,7 +386,7 @@ pub fn build_guestos(opts: &GuestOsOptions) -> Result<BuildReport> {
     let root_dir = st.run("A_root (ext4 + dm-verity)", || {
         let (dir, cached) = sc.get_or_make("a-root", &root_key, |tmp| {
             make_root(
-                &fs_tools,
+                fs_tools,
                 &custom_dir.join("rootfs.tar"),
                 a_root.size_bytes(),
                 epoch,
@@ -509,115 +414,49 @@ pub fn build_guestos(opts: &GuestOsOptions) -> Result<BuildReport> {
         path: root_dir.join("root_hash"),
         message,
     })?;
-    let boot_key = KeyBuilder::new("a-boot")
-        .str("format", "2")
-        .key("custom", &custom_key)
-        .key("initramfs", &initrd_key)
-        .str("boot-args", &boot_args)
-        .str("version", &version)
-        .str("e2fsprogs", &fs_tools.e2fsprogs_version.to_string())
-        .str("size", &a_boot.size_bytes().to_string())
-        .str("epoch", &epoch.to_string())
-        .finish();
-    let boot_dir = st.run("A_boot (ext4)", || {
-        let (dir, cached) = sc.get_or_make("a-boot", &boot_key, |tmp| {
-            let tree = work.join("boot-tree");
-            fs::create_dir_all(&tree).map_err(BuildError::io("creating", &tree))?;
-            copy(&custom_dir.join("vmlinuz"), &tree.join("vmlinuz"))?;
-            copy(&initrd_dir.join("initrd.img"), &tree.join("initrd.img"))?;
-            write(&tree.join("boot_args"), boot_args.as_bytes())?;
-            write(&tree.join("version.txt"), format!("{version}\n").as_bytes())?;
-            // Explicit modes: the file system must not depend on the umask.
-            set_mode(&tree, 0o755)?;
-            for f in ["vmlinuz", "initrd.img", "boot_args", "version.txt"] {
-                set_mode(&tree.join(f), 0o644)?;
-            }
-            let spec = Ext4Spec {
-                size_bytes: a_boot.size_bytes(),
-                label: "boot".into(),
-                uuid: BOOT_FS_UUID,
-                hash_seed: HASH_SEED,
-                epoch,
-            };
-            icos_imagefs::make_ext4(
-                &fs_tools,
-                &spec,
-                Ext4Source::DirRootOwned(&tree),
-                &tmp.join("boot.img"),
-            )
-            .map_err(BuildError::imagefs("making A_boot"))
-        })?;
-        Ok((dir, status(cached), String::new()))
-    })?;
+    let (boot_dir, boot_key) = pipeline::boot_stage(
+        &mut st,
+        &ctx,
+        &c,
+        &pipeline::BootPart {
+            stage: "a-boot",
+            title: "A_boot (ext4)",
+            format: "2",
+            size_bytes: a_boot.size_bytes(),
+            uuid: BOOT_FS_UUID,
+            custom: (&custom_key, &custom_dir),
+            initramfs: (&initrd_key, &initrd_dir),
+            boot_args: &boot_args,
+            version: &version,
+        },
+    )?;
 
-    // 9. ESP.
-    let mods_text = read_text(&grub_modules)?;
-    let modules = boot::parse_module_list(&mods_text);
-    let esp_key = {
-        let mut k = KeyBuilder::new("esp")
-            .file("early", &grub_early)?
-            .str("modules", &modules.join(" "))
-            .str("mtools", &fs_tools.mtools_version.to_string())
-            .str("size", &esp_part.size_bytes().to_string())
-            .str("epoch", &epoch.to_string());
-        for d in &grub_debs {
-            k = k.str("deb", &d.sha256.to_string());
-        }
-        k.finish()
-    };
-    let esp_dir = st.run("esp (GRUB EFI)", || {
-        let (dir, cached) = sc.get_or_make("esp", &esp_key, |tmp| {
-            let debs: Vec<PathBuf> = grub_debs.iter().map(|d| cache.path_of(&d.sha256)).collect();
-            boot::make_esp(
-                &boot::EspSpec {
-                    dpkg_deb: &dpkg_deb,
-                    debs: &debs,
-                    early_config: &grub_early,
-                    modules: &modules,
-                    volume_id: ESP_VOLUME_ID,
-                    size_bytes: esp_part.size_bytes(),
-                    epoch,
-                },
-                &fs_tools,
-                &work,
-                &tmp.join("esp.img"),
-            )
-        })?;
-        Ok((dir, status(cached), String::new()))
-    })?;
-
-    // 10. grub partition.
+    // 9 + 10. ESP and grub partition.
+    let (esp_dir, esp_key) = pipeline::esp_stage(
+        &mut st,
+        &ctx,
+        &c,
+        &pipeline::FatPart {
+            stage: "esp",
+            size_bytes: esp_part.size_bytes(),
+            volume_id: ESP_VOLUME_ID,
+        },
+        &grub_early,
+        &grub_modules,
+    )?;
     let grubenv = boot::initial_grubenv().map_err(BuildError::Grubenv)?;
-    let grub_key = KeyBuilder::new("grub")
-        .file("grub.cfg", &grub_cfg)?
-        .bytes("grubenv", &grubenv)
-        .str("mtools", &fs_tools.mtools_version.to_string())
-        .str("size", &grub_part.size_bytes().to_string())
-        .str("epoch", &epoch.to_string())
-        .finish();
-    let grub_dir = st.run("grub (grub.cfg + grubenv)", || {
-        let (dir, cached) = sc.get_or_make("grub", &grub_key, |tmp| {
-            let env_file = work.join("grubenv");
-            write(&env_file, &grubenv)?;
-            let spec = VfatSpec {
-                size_bytes: grub_part.size_bytes(),
-                label: "GRUB".into(),
-                volume_id: GRUB_VOLUME_ID,
-                epoch,
-            };
-            icos_imagefs::make_vfat(
-                &fs_tools,
-                &spec,
-                &[
-                    ("grub.cfg".to_owned(), grub_cfg.clone()),
-                    ("grubenv".to_owned(), env_file),
-                ],
-                &tmp.join("grub.img"),
-            )
-            .map_err(BuildError::imagefs("making the grub partition"))
-        })?;
-        Ok((dir, status(cached), String::new()))
-    })?;
+    let (grub_dir, grub_key) = pipeline::grub_stage(
+        &mut st,
+        &ctx,
+        &c,
+        &pipeline::FatPart {
+            stage: "grub",
+            size_bytes: grub_part.size_bytes(),
+            volume_id: GRUB_VOLUME_ID,
+        },
+        &grub_cfg,
+        &grubenv,
+    )?;
 
     // 11. config partition.
     let config_key = KeyBuilder::new("config")
@@ -635,7 +474,7 @@ pub fn build_guestos(opts: &GuestOsOptions) -> Result<BuildReport> {
                 hash_seed: HASH_SEED,
                 epoch,
             };
-            icos_imagefs::make_ext4(&fs_tools, &spec, Ext4Source::Empty, &tmp.join("config.img"))
+            icos_imagefs::make_ext4(fs_tools, &spec, Ext4Source::Empty, &tmp.join("config.img"))
                 .map_err(BuildError::imagefs("making the config partition"))
         })?;
         Ok((dir, status(cached), String::new()))
@@ -697,7 +536,7 @@ pub fn build_guestos(opts: &GuestOsOptions) -> Result<BuildReport> {
     let mut artifacts = Vec::new();
     for name in [VERSION_TXT, DISK_IMG, SHA256SUMS, UPDATE_IMG] {
         let from = art_dir.join(name);
-        let to = tmp_out.join(name);
+        let to = dirs.tmp_out.join(name);
         if fs::hard_link(&from, &to).is_err() {
             copy(&from, &to)?;
         }
@@ -707,7 +546,7 @@ pub fn build_guestos(opts: &GuestOsOptions) -> Result<BuildReport> {
             sha256: sha256_file(&to)?,
         });
     }
-    let sums = read_text(&tmp_out.join(SHA256SUMS))?;
+    let sums = read_text(&dirs.tmp_out.join(SHA256SUMS))?;
     for a in artifacts.iter().filter(|a| a.name != SHA256SUMS) {
         if !sums.contains(&format!("{}  {}", a.sha256, a.name)) {
             return Err(BuildError::Rootfs(format!(
@@ -717,7 +556,7 @@ pub fn build_guestos(opts: &GuestOsOptions) -> Result<BuildReport> {
             )));
         }
     }
-    publish(&tmp_out, &final_dir)?;
+    publish(&dirs.tmp_out, &dirs.final_dir)?;
 
     for (stage, key, keep) in [
         ("rootfs-raw", &raw_key, 2),
@@ -734,7 +573,7 @@ pub fn build_guestos(opts: &GuestOsOptions) -> Result<BuildReport> {
     }
 
     Ok(BuildReport {
-        dir: final_dir,
+        dir: dirs.final_dir.clone(),
         version,
         root_hash,
         artifacts,

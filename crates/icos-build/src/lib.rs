@@ -44,6 +44,7 @@ pub mod error;
 pub mod guestos;
 pub mod hostos;
 pub mod initramfs;
+mod pipeline;
 pub mod progress;
 pub mod rootfs;
 pub mod setupos;

@@ -34,27 +34,24 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use icos_imagefs::{Ext4Source, Ext4Spec, Tools, VfatSpec};
+use icos_imagefs::{Ext4Source, Ext4Spec, VfatSpec};
 use icos_layout::{MIB, OsKind};
-use icos_packages::{Cache, FetchOptions, Lock, Progress};
 // The names the installer looks for in the data partition.
 use icos_setupos::run::{GUESTOS_ARCHIVE as GUESTOS_IMAGE, HOSTOS_ARCHIVE as HOSTOS_IMAGE};
 use uuid::{Uuid, uuid};
 
-use crate::boot;
-use crate::cache::{KeyBuilder, StageCache, sha256_file};
+use crate::cache::{KeyBuilder, sha256_file};
 use crate::error::{BuildError, Result};
 use crate::guestos::{
-    Artifact, BuildReport, Cleanup, DEFAULT_EPOCH, DISK_IMG, Env, GuestOsOptions, HASH_SEED,
-    Installed, SHA256SUMS, VERSION_TXT, build_guestos, build_release_binaries, copy, file_len,
-    git_head, input, make_verity_root, mmdebstrap_args_template, publish, read_text,
-    run_mmdebstrap, set_mode, status, write, write_disk_tar,
+    Artifact, BuildReport, DEFAULT_EPOCH, DISK_IMG, Env, GuestOsOptions, Installed, SHA256SUMS,
+    VERSION_TXT, build_guestos, copy, file_len, input, make_verity_root, publish, read_text,
+    set_mode, status, write, write_disk_tar,
 };
 use crate::hostos::{HostOsOptions, build_hostos};
 use crate::initramfs;
-use crate::progress::{ProgressMode, StageStatus, Stages, mib};
+use crate::pipeline;
+use crate::progress::{ProgressMode, Stages, mib};
 use crate::rootfs::{self, Kind, Node, Rule};
-use crate::tools::{self, CARGO, DPKG_DEB, MMDEBSTRAP};
 
 /// Size of the SetupOS root file system; dm-verity's hash tree follows it
 /// in the same partition.
@@ -239,7 +236,6 @@ pub fn build_setupos(opts: &SetupOsOptions) -> Result<SetupOsReport> {
     let images = src.join("images");
     let dir = images.join("setupos");
     let lock_path = input(&dir.join("packages.lock"))?;
-    let build_lock_path = input(&images.join("build/packages.lock"))?;
     let grub_cfg = input(&dir.join("grub/grub.cfg"))?;
     let grub_early = input(&dir.join("grub/grub-early.cfg"))?;
     let grub_modules = input(&dir.join("grub/modules.list"))?;
@@ -248,48 +244,19 @@ pub fn build_setupos(opts: &SetupOsOptions) -> Result<SetupOsReport> {
     let env_overlay = dir.join(format!("rootfs-{}", opts.env.as_str()));
     let config_ini = input(&dir.join("config/config.ini"))?;
     let deployment_json = input(&dir.join("data/deployment.json"))?;
-
-    let lock = Lock::load(&lock_path)?;
-    let build_lock = Lock::load(&build_lock_path)?;
-    let grub_debs: Vec<_> = ["grub-common", "grub-efi-amd64-bin"]
-        .iter()
-        .map(|name| {
-            build_lock
-                .package(name)
-                .cloned()
-                .ok_or_else(|| BuildError::NotLocked {
-                    lock: build_lock_path.clone(),
-                    package: (*name).to_owned(),
-                })
-        })
-        .collect::<Result<_>>()?;
-    for needed in [
-        "busybox-static",
-        "cryptsetup-bin",
-        "linux-image-amd64",
-        "lvm2",
-        "systemd",
-    ] {
-        if lock.package(needed).is_none() {
-            return Err(BuildError::NotLocked {
-                lock: lock_path.clone(),
-                package: needed.to_owned(),
-            });
-        }
-    }
-
-    let fs_tools = Tools::discover()?;
-    let mmdebstrap = tools::find(MMDEBSTRAP)?;
-    let dpkg_deb = tools::find(DPKG_DEB)?;
-    tools::find(tools::APT_FTPARCHIVE)?;
-    let cargo = std::env::var_os("CARGO")
-        .map(PathBuf::from)
-        .filter(|p| p.is_file())
-        .map_or_else(|| tools::find(CARGO), Ok)?;
-    let version = match &opts.version {
-        Some(v) => v.clone(),
-        None => git_head(&src)?,
-    };
+    let c = pipeline::load_common(
+        &images,
+        lock_path,
+        &[
+            "busybox-static",
+            "cryptsetup-bin",
+            "linux-image-amd64",
+            "lvm2",
+            "systemd",
+        ],
+    )?;
+    let fs_tools = &c.fs_tools;
+    let version = pipeline::image_version(&src, opts.version.as_ref())?;
     let commit_time = opts
         .commit_time
         .or_else(|| commit_time(&src))
@@ -343,87 +310,34 @@ pub fn build_setupos(opts: &SetupOsOptions) -> Result<SetupOsReport> {
     guest_opts.progress = opts.progress;
     let guestos = build_guestos(&guest_opts)?;
 
-    let cache = match &opts.cache {
-        Some(c) => Cache::new(c),
-        None => Cache::default_location()?,
-    };
-    let sc = StageCache::new(cache.root().join("build"));
-    fs::create_dir_all(&opts.out).map_err(BuildError::io("creating", &opts.out))?;
-    let out = fs::canonicalize(&opts.out).map_err(BuildError::io("reading", &opts.out))?;
-    let final_dir = out.join("setupos");
-    let pid = std::process::id();
-    let tmp_out = out.join(format!(".setupos.tmp-{pid}"));
-    let work = out.join(format!(".setupos.work-{pid}"));
-    let _cleanup = Cleanup(vec![tmp_out.clone(), work.clone()]);
-    for d in [&tmp_out, &work] {
-        if d.exists() {
-            fs::remove_dir_all(d).map_err(BuildError::io("removing", d))?;
-        }
-        fs::create_dir_all(d).map_err(BuildError::io("creating", d))?;
-    }
-
-    let mut st = Stages::new(opts.progress, STAGES);
+    let (cache, sc) = pipeline::caches(opts.cache.as_ref())?;
+    let dirs = pipeline::out_dirs(&opts.out, "setupos")?;
+    let work = dirs.work.clone();
     let epoch = opts.epoch;
+    let ctx = pipeline::Ctx {
+        sc: &sc,
+        cache: &cache,
+        work: &work,
+        epoch,
+        mirror: opts.mirror.as_ref(),
+        offline: opts.offline,
+    };
+    let mut st = Stages::new(opts.progress, STAGES);
 
-    // 1. Packages.
-    st.run("fetch packages", || {
-        let fo = FetchOptions {
-            mirror: opts.mirror.clone(),
-            offline: opts.offline,
-            progress: Progress::Quiet,
-            ..FetchOptions::default()
-        };
-        let a = icos_packages::fetch(&lock, &cache, &fo)?;
-        let b = icos_packages::fetch(&build_lock, &cache, &fo)?;
-        let downloaded = a.downloaded + b.downloaded;
-        Ok((
-            (),
-            status(downloaded == 0),
-            format!(
-                "{} packages verified, {downloaded} downloaded",
-                a.packages + b.packages
-            ),
-        ))
-    })?;
-
-    // 2. Our binaries.
-    let installed = st.run("build our binaries (cargo --release --locked)", || {
-        build_release_binaries(&cargo, &src, &work, &SETUPOS_BINARIES, "setupos")
-    })?;
-
-    // 3 + 4. Raw root file system.
-    let mmdebstrap_version = tools::version_line(&mmdebstrap, &["--version"]);
-    let lock_bytes = fs::read(&lock_path).map_err(BuildError::io("reading", &lock_path))?;
-    let include = lock.requested.join(",");
-    let raw_key = KeyBuilder::new("setupos-rootfs-raw")
-        .bytes("lock", &lock_bytes)
-        .str("mmdebstrap", &mmdebstrap_version)
-        .str("args", &mmdebstrap_args_template(&include))
-        .str("epoch", &epoch.to_string())
-        .finish();
-    let raw_cached = sc.entry("setupos-rootfs-raw", &raw_key).is_dir();
-    let repo = work.join("repo");
-    st.run("local apt repository", || {
-        if raw_cached {
-            return Ok(((), StageStatus::Cached, "not needed".into()));
-        }
-        let r = icos_packages::write_repo(&lock, &cache, &repo)?;
-        Ok(((), StageStatus::Built, format!("{} packages", r.packages)))
-    })?;
-    let raw_dir = st.run("root file system (mmdebstrap)", || {
-        let (dir, cached) = sc.get_or_make("setupos-rootfs-raw", &raw_key, |tmp| {
-            run_mmdebstrap(
-                &mmdebstrap,
-                &lock,
-                &repo,
-                &tmp.join("rootfs.tar"),
-                &work,
-                epoch,
-            )
-        })?;
-        let size = file_len(&dir.join("rootfs.tar"))?;
-        Ok((dir, status(cached), format!("{} tar", mib(size))))
-    })?;
+    // 1 to 4. Packages, our binaries, mmdebstrap's root file system.
+    let pipeline::Base {
+        installed,
+        raw_dir,
+        raw_key,
+    } = pipeline::base_stages(
+        &mut st,
+        &ctx,
+        &c,
+        &src,
+        &SETUPOS_BINARIES,
+        "setupos",
+        "setupos-rootfs-raw",
+    )?;
 
     // 5. Customisation.
     let custom_key = {
@@ -499,7 +413,7 @@ pub fn build_setupos(opts: &SetupOsOptions) -> Result<SetupOsReport> {
     let root_dir = st.run("root (ext4 + dm-verity)", || {
         let (dir, cached) = sc.get_or_make("setupos-root", &root_key, |tmp| {
             make_verity_root(
-                &fs_tools,
+                fs_tools,
                 &custom_dir.join("rootfs.tar"),
                 root_part.size_bytes(),
                 SETUPOS_ROOT_FS_SIZE,
@@ -523,115 +437,51 @@ pub fn build_setupos(opts: &SetupOsOptions) -> Result<SetupOsReport> {
             path: root_dir.join("root_hash"),
             message,
         })?;
-    let boot_key = KeyBuilder::new("setupos-boot")
-        .str("format", "1")
-        .key("custom", &custom_key)
-        .key("initramfs", &initrd_key)
-        .str("boot-args", &boot_args)
-        .str("version", &version)
-        .str("e2fsprogs", &fs_tools.e2fsprogs_version.to_string())
-        .str("size", &boot_part.size_bytes().to_string())
-        .str("epoch", &epoch.to_string())
-        .finish();
-    let boot_dir = st.run("boot (ext4)", || {
-        let (dir, cached) = sc.get_or_make("setupos-boot", &boot_key, |tmp| {
-            let tree = work.join("boot-tree");
-            fs::create_dir_all(&tree).map_err(BuildError::io("creating", &tree))?;
-            copy(&custom_dir.join("vmlinuz"), &tree.join("vmlinuz"))?;
-            copy(&initrd_dir.join("initrd.img"), &tree.join("initrd.img"))?;
-            write(&tree.join("boot_args"), boot_args.as_bytes())?;
-            write(&tree.join("version.txt"), format!("{version}\n").as_bytes())?;
-            set_mode(&tree, 0o755)?;
-            for f in ["vmlinuz", "initrd.img", "boot_args", "version.txt"] {
-                set_mode(&tree.join(f), 0o644)?;
-            }
-            let spec = Ext4Spec {
-                size_bytes: boot_part.size_bytes(),
-                label: "boot".into(),
-                uuid: SETUPOS_BOOT_FS_UUID,
-                hash_seed: HASH_SEED,
-                epoch,
-            };
-            icos_imagefs::make_ext4(
-                &fs_tools,
-                &spec,
-                Ext4Source::DirRootOwned(&tree),
-                &tmp.join("boot.img"),
-            )
-            .map_err(BuildError::imagefs("making the boot partition"))
-        })?;
-        Ok((dir, status(cached), String::new()))
-    })?;
+    let (boot_dir, boot_key) = pipeline::boot_stage(
+        &mut st,
+        &ctx,
+        &c,
+        &pipeline::BootPart {
+            stage: "setupos-boot",
+            title: "boot (ext4)",
+            format: "1",
+            size_bytes: boot_part.size_bytes(),
+            uuid: SETUPOS_BOOT_FS_UUID,
+            custom: (&custom_key, &custom_dir),
+            initramfs: (&initrd_key, &initrd_dir),
+            boot_args: &boot_args,
+            version: &version,
+        },
+    )?;
 
-    // 9. ESP.
-    let modules = boot::parse_module_list(&read_text(&grub_modules)?);
-    let esp_key = {
-        let mut k = KeyBuilder::new("setupos-esp")
-            .file("early", &grub_early)?
-            .str("modules", &modules.join(" "))
-            .str("mtools", &fs_tools.mtools_version.to_string())
-            .str("size", &esp_part.size_bytes().to_string())
-            .str("epoch", &epoch.to_string());
-        for d in &grub_debs {
-            k = k.str("deb", &d.sha256.to_string());
-        }
-        k.finish()
-    };
-    let esp_dir = st.run("esp (GRUB EFI)", || {
-        let (dir, cached) = sc.get_or_make("setupos-esp", &esp_key, |tmp| {
-            let debs: Vec<PathBuf> = grub_debs.iter().map(|d| cache.path_of(&d.sha256)).collect();
-            boot::make_esp(
-                &boot::EspSpec {
-                    dpkg_deb: &dpkg_deb,
-                    debs: &debs,
-                    early_config: &grub_early,
-                    modules: &modules,
-                    volume_id: SETUPOS_ESP_VOLUME_ID,
-                    size_bytes: esp_part.size_bytes(),
-                    epoch,
-                },
-                &fs_tools,
-                &work,
-                &tmp.join("esp.img"),
-            )
-        })?;
-        Ok((dir, status(cached), String::new()))
-    })?;
-
-    // 10. grub partition.
+    // 9 + 10. ESP and grub partition.
+    let (esp_dir, esp_key) = pipeline::esp_stage(
+        &mut st,
+        &ctx,
+        &c,
+        &pipeline::FatPart {
+            stage: "setupos-esp",
+            size_bytes: esp_part.size_bytes(),
+            volume_id: SETUPOS_ESP_VOLUME_ID,
+        },
+        &grub_early,
+        &grub_modules,
+    )?;
     let grubenv = icos_grubenv::GrubEnv::new()
         .to_bytes()
         .map_err(|e| BuildError::Grubenv(e.to_string()))?;
-    let grub_key = KeyBuilder::new("setupos-grub")
-        .file("grub.cfg", &grub_cfg)?
-        .bytes("grubenv", &grubenv)
-        .str("mtools", &fs_tools.mtools_version.to_string())
-        .str("size", &grub_part.size_bytes().to_string())
-        .str("epoch", &epoch.to_string())
-        .finish();
-    let grub_dir = st.run("grub (grub.cfg + grubenv)", || {
-        let (dir, cached) = sc.get_or_make("setupos-grub", &grub_key, |tmp| {
-            let env_file = work.join("grubenv");
-            write(&env_file, &grubenv)?;
-            let spec = VfatSpec {
-                size_bytes: grub_part.size_bytes(),
-                label: "GRUB".into(),
-                volume_id: SETUPOS_GRUB_VOLUME_ID,
-                epoch,
-            };
-            icos_imagefs::make_vfat(
-                &fs_tools,
-                &spec,
-                &[
-                    ("grub.cfg".to_owned(), grub_cfg.clone()),
-                    ("grubenv".to_owned(), env_file),
-                ],
-                &tmp.join("grub.img"),
-            )
-            .map_err(BuildError::imagefs("making the grub partition"))
-        })?;
-        Ok((dir, status(cached), String::new()))
-    })?;
+    let (grub_dir, grub_key) = pipeline::grub_stage(
+        &mut st,
+        &ctx,
+        &c,
+        &pipeline::FatPart {
+            stage: "setupos-grub",
+            size_bytes: grub_part.size_bytes(),
+            volume_id: SETUPOS_GRUB_VOLUME_ID,
+        },
+        &grub_cfg,
+        &grubenv,
+    )?;
 
     // 11. CONFIG partition.
     let config_key = KeyBuilder::new("setupos-config")
@@ -649,7 +499,7 @@ pub fn build_setupos(opts: &SetupOsOptions) -> Result<SetupOsReport> {
                 epoch,
             };
             icos_imagefs::make_vfat(
-                &fs_tools,
+                fs_tools,
                 &spec,
                 &[("config.ini".to_owned(), config_ini.clone())],
                 &tmp.join("config.img"),
@@ -689,7 +539,7 @@ pub fn build_setupos(opts: &SetupOsOptions) -> Result<SetupOsReport> {
                 epoch,
             };
             icos_imagefs::make_ext4(
-                &fs_tools,
+                fs_tools,
                 &spec,
                 Ext4Source::DirRootOwned(&tree),
                 &tmp.join("data.img"),
@@ -747,7 +597,7 @@ pub fn build_setupos(opts: &SetupOsOptions) -> Result<SetupOsReport> {
     let mut artifacts = Vec::new();
     for name in [VERSION_TXT, DISK_IMG, SHA256SUMS] {
         let from = art_dir.join(name);
-        let to = tmp_out.join(name);
+        let to = dirs.tmp_out.join(name);
         if fs::hard_link(&from, &to).is_err() {
             copy(&from, &to)?;
         }
@@ -757,7 +607,7 @@ pub fn build_setupos(opts: &SetupOsOptions) -> Result<SetupOsReport> {
             sha256: sha256_file(&to)?,
         });
     }
-    publish(&tmp_out, &final_dir)?;
+    publish(&dirs.tmp_out, &dirs.final_dir)?;
 
     for (stage, key) in [
         ("setupos-rootfs-raw", &raw_key),
@@ -776,7 +626,7 @@ pub fn build_setupos(opts: &SetupOsOptions) -> Result<SetupOsReport> {
 
     Ok(SetupOsReport {
         setupos: BuildReport {
-            dir: final_dir,
+            dir: dirs.final_dir.clone(),
             version,
             root_hash,
             artifacts,
