@@ -34,6 +34,7 @@ packages=(
   "dpkg:dpkg-deb"                     # unpacking the locked GRUB packages (icos build)
   "git:git"                           # image version = git rev-parse HEAD (icos build)
   "lvm2:/sbin/pvs"                    # LVM metadata checks (icos-lvm, HostOS hostlvm)
+  "chrony:chronyd"                    # NTP for QEMU node machines (icos run setupos)
 )
 
 # mke2fs must be >= 1.47.2 (bookworm-backports): deterministic ctime and tar

@@ -22,11 +22,12 @@ mod common;
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Children, assert_artifacts, fresh_dir, run_ok_bytes, source_root};
+use common::{
+    Children, assert_artifacts, fresh_dir, run_ok_bytes, source_root, testnet_replica_binary,
+};
 
 /// The testnet: one subnet of four replicas.
 const TESTNET: &str = r#"{
@@ -112,30 +113,6 @@ fn hex_decode(s: &str) -> Vec<u8> {
         .collect()
 }
 
-/// Builds `icos-testnet-replica` next to this test's `icos`.
-fn replica_binary() -> PathBuf {
-    let icos = PathBuf::from(env!("CARGO_BIN_EXE_icos"));
-    let profile_dir = icos.parent().unwrap().to_path_buf();
-    let target_dir = profile_dir.parent().unwrap().to_path_buf();
-    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    cmd.current_dir(source_root())
-        .args([
-            "build",
-            "--locked",
-            "-p",
-            "icos-testnet-replica-bin",
-            "--bin",
-            "icos-testnet-replica",
-        ])
-        .arg("--target-dir")
-        .arg(&target_dir);
-    if profile_dir.file_name().is_some_and(|n| n == "release") {
-        cmd.arg("--release");
-    }
-    run_ok_bytes(&mut cmd);
-    profile_dir.join("icos-testnet-replica")
-}
-
 #[test]
 fn boundary_guestos_routes_from_the_vm_to_replicas_on_the_host() {
     let (dir, _lock) = fresh_dir("build_boundary");
@@ -198,7 +175,7 @@ fn boundary_guestos_routes_from_the_vm_to_replicas_on_the_host() {
     fs::remove_dir_all(&upd).unwrap();
 
     // 3. Four replicas of one subnet on this machine.
-    let replica = replica_binary();
+    let replica = testnet_replica_binary(env!("CARGO_BIN_EXE_icos"));
     let testnet = dir.join("testnet.json");
     fs::write(&testnet, TESTNET).unwrap();
     let described: serde_json::Value = serde_json::from_slice(&run_ok_bytes(

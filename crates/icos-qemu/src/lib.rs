@@ -52,6 +52,7 @@ mod probe;
 mod qmp;
 mod runner;
 mod serial;
+mod text;
 
 pub use args::{ConfigError, MAX_DISK_SERIAL, MAX_IFNAME, MAX_SOCKET_PATH, escape_opt};
 pub use config::{
@@ -69,3 +70,4 @@ pub use runner::{
     DEFAULT_QEMU, GUESTOS_BOOT_FAILURE, GUESTOS_BOOT_SUCCESS, GUESTOS_BOOT_TIMEOUT,
     GUESTOS_SHUTDOWN_GRACE, Outcome, RunError, Runner, RunningVm, Shutdown, Watch,
 };
+pub use text::clean_line;

@@ -32,6 +32,8 @@ use serde::Serialize;
 
 use crate::exit::{Classify, CmdResult, Failure};
 
+mod setupos;
+
 /// The default image: what `icos build guestos` writes.
 pub const DEFAULT_GUESTOS_IMAGE: &str = "out/guestos/disk-img.tar.zst";
 /// The disk inside `disk-img.tar.zst`.
@@ -49,6 +51,15 @@ pub enum RunCmd {
     /// GUESTOS BOOT FAILURE, a timeout or a QEMU exit (exit 1, with the
     /// last console lines).
     Guestos(GuestosArgs),
+    /// Run a whole node machine: SetupOS (from a copy of the image, as the
+    /// machine's USB stick) checks the machine and installs HostOS and
+    /// GuestOS onto blank sparse disks, the machine reboots into HostOS,
+    /// and HostOS starts GuestOS. Prints each stage; exit 0 when GuestOS's
+    /// boot marker arrives through HostOS (with the node's addresses), 1
+    /// on the installer's failure banner (with its reasons), a boot
+    /// failure or a timeout, 2 on bad input. Needs root (chronyd serves
+    /// the machine's clock on port 123).
+    Setupos(setupos::SetuposArgs),
 }
 
 /// Which accelerator to use.
@@ -159,7 +170,7 @@ fn parse_forward(s: &str) -> Result<HostForward, String> {
 fn stay(vm: &mut icos_qemu::RunningVm) -> Result<(), icos_qemu::RunError> {
     let stderr = std::io::stderr();
     let mut print = |line: &str| {
-        let _ = writeln!(stderr.lock(), "{}", plain(line));
+        let _ = writeln!(stderr.lock(), "{}", icos_qemu::clean_line(line));
     };
     while !vm.pump(&mut print)? {
         std::thread::sleep(Duration::from_millis(200));
@@ -171,6 +182,7 @@ fn stay(vm: &mut icos_qemu::RunningVm) -> Result<(), icos_qemu::RunError> {
 pub fn run(cmd: RunCmd) -> CmdResult {
     match cmd {
         RunCmd::Guestos(args) => run_guestos(&args),
+        RunCmd::Setupos(args) => setupos::run_setupos(&args),
     }
 }
 
@@ -456,35 +468,6 @@ fn probe_cache(work: &Path) -> PathBuf {
         .unwrap_or_else(|_| work.join("probe"))
 }
 
-/// A serial line without terminal control sequences (OVMF draws its
-/// screen with them) and other control characters.
-pub(crate) fn plain(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            match chars.peek() {
-                Some('[') => {
-                    chars.next();
-                    // CSI: parameters and intermediates, then one final byte.
-                    for c in chars.by_ref() {
-                        if ('\u{40}'..='\u{7e}').contains(&c) {
-                            break;
-                        }
-                    }
-                }
-                Some(_) => {
-                    chars.next();
-                }
-                None => {}
-            }
-        } else if c == '\t' || !c.is_control() {
-            out.push(c);
-        }
-    }
-    out.trim_end().to_owned()
-}
-
 /// The outcome printed with `--json`.
 #[derive(Debug, Serialize)]
 struct Report {
@@ -501,7 +484,7 @@ struct Report {
 fn last(lines: &[String], n: usize) -> Vec<String> {
     lines[lines.len().saturating_sub(n)..]
         .iter()
-        .map(|l| plain(l))
+        .map(|l| icos_qemu::clean_line(l))
         .collect()
 }
 
@@ -605,14 +588,14 @@ fn run_guestos(args: &GuestosArgs) -> CmdResult {
     let stderr = std::io::stderr();
     let mut outcome = vm_handle.wait_for_marker(&watch, |line| {
         let mut err = stderr.lock();
-        let _ = writeln!(err, "{}", plain(line));
+        let _ = writeln!(err, "{}", icos_qemu::clean_line(line));
     });
     if args.stay
         && let Ok(Outcome::Success { line, elapsed, .. }) = &outcome
     {
         println!(
             "GuestOS booted: '{}' after {:.1} s; running until stopped",
-            plain(line),
+            icos_qemu::clean_line(line),
             elapsed.as_secs_f64()
         );
         let _ = std::io::stdout().flush();
@@ -628,10 +611,18 @@ fn run_guestos(args: &GuestosArgs) -> CmdResult {
 
     let elapsed = outcome.elapsed().as_secs_f64();
     let (status, marker_line, tail, qemu_output) = match &outcome {
-        Outcome::Success { line, .. } => ("success", Some(plain(line)), Vec::new(), None),
-        Outcome::Failure { line, tail, .. } => {
-            ("failure", Some(plain(line)), last(tail, TAIL_LINES), None)
-        }
+        Outcome::Success { line, .. } => (
+            "success",
+            Some(icos_qemu::clean_line(line)),
+            Vec::new(),
+            None,
+        ),
+        Outcome::Failure { line, tail, .. } => (
+            "failure",
+            Some(icos_qemu::clean_line(line)),
+            last(tail, TAIL_LINES),
+            None,
+        ),
         Outcome::Timeout { tail, .. } => ("timeout", None, last(tail, TAIL_LINES), None),
         Outcome::Exited {
             tail, qemu_output, ..
@@ -677,7 +668,10 @@ fn run_guestos(args: &GuestosArgs) -> CmdResult {
         eprintln!("icos run: QEMU said:\n{out}");
     }
     let reason = match &outcome {
-        Outcome::Failure { line, .. } => format!("the guest reported failure: '{}'", plain(line)),
+        Outcome::Failure { line, .. } => format!(
+            "the guest reported failure: '{}'",
+            icos_qemu::clean_line(line)
+        ),
         Outcome::Timeout { .. } => format!("no boot marker within {} s (timeout)", args.timeout),
         Outcome::Exited { status, .. } => format!("QEMU exited ({status}) without a boot marker"),
         Outcome::Success { .. } => String::new(),
@@ -733,16 +727,6 @@ mod tests {
         for bad in ["8080", "0:80", "8080:x", "70000:80", ":80"] {
             assert!(parse_forward(bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn plain_strips_terminal_sequences_and_controls() {
-        assert_eq!(
-            plain("\u{1b}[2J\u{1b}[01;01H\u{1b}[=3h\u{1b}[2J\u{1b}[01;01HBdsDxe: loading\r"),
-            "BdsDxe: loading"
-        );
-        assert_eq!(plain("GUESTOS BOOT SUCCESS\u{7}"), "GUESTOS BOOT SUCCESS");
-        assert_eq!(plain("a\tb  "), "a\tb");
     }
 
     #[test]

@@ -104,3 +104,28 @@ impl Drop for Children {
         }
     }
 }
+
+/// Builds `icos-testnet-replica` next to the test's `icos` binary (`icos`:
+/// `env!("CARGO_BIN_EXE_icos")`), in the same profile; returns its path.
+pub fn testnet_replica_binary(icos: &str) -> PathBuf {
+    let icos = PathBuf::from(icos);
+    let profile_dir = icos.parent().unwrap().to_path_buf();
+    let target_dir = profile_dir.parent().unwrap().to_path_buf();
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(source_root())
+        .args([
+            "build",
+            "--locked",
+            "-p",
+            "icos-testnet-replica-bin",
+            "--bin",
+            "icos-testnet-replica",
+        ])
+        .arg("--target-dir")
+        .arg(&target_dir);
+    if profile_dir.file_name().is_some_and(|n| n == "release") {
+        cmd.arg("--release");
+    }
+    run_ok_bytes(&mut cmd);
+    profile_dir.join("icos-testnet-replica")
+}
