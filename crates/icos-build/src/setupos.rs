@@ -278,8 +278,8 @@ pub fn build_setupos(opts: &SetupOsOptions) -> Result<SetupOsReport> {
     let config_part = part("config")?;
     let boot_part = part("boot")?;
     let root_part = part("root")?;
-    let root_needed =
-        SETUPOS_VERITY_HASH_OFFSET + icos_imagefs::verity_hash_size(SETUPOS_ROOT_FS_SIZE / 4096);
+    let root_needed = SETUPOS_VERITY_HASH_OFFSET
+        + icos_imagefs::verity_hash_size(SETUPOS_ROOT_FS_SIZE / icos_imagefs::BLOCK_SIZE);
     if root_part.size_bytes() < root_needed {
         return Err(layout_err(format!(
             "partition root ({} bytes) cannot hold the file system and its hash tree ({root_needed} bytes)",

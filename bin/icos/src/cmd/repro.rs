@@ -243,40 +243,26 @@ pub fn run(args: ReproCheckArgs) -> CmdResult {
             .and_then(|t| t.parse().ok());
         let work = WorkDir::create(&parent, "icos-repro", args.keep).failed()?;
         let files = source_files(&source).bad_input()?;
+        // Each build differs only in its plan (copy, cache, TZ, umask).
+        let build_by = |plan: &Plan| {
+            build(
+                plan,
+                &source,
+                &files,
+                &version,
+                args.env,
+                targets,
+                commit_time,
+            )
+        };
         let report = match published {
             Some((sums_path, sums)) => {
-                let plan = Plan::a(work.path());
-                let out = build(
-                    &plan,
-                    &source,
-                    &files,
-                    &version,
-                    args.env,
-                    targets,
-                    commit_time,
-                )?;
+                let out = build_by(&Plan::a(work.path()))?;
                 against(&sums_path, &sums, &out.join(targets[0]))?
             }
             None => {
-                let (plan_a, plan_b) = (Plan::a(work.path()), Plan::b(work.path()));
-                let out_a = build(
-                    &plan_a,
-                    &source,
-                    &files,
-                    &version,
-                    args.env,
-                    targets,
-                    commit_time,
-                )?;
-                let out_b = build(
-                    &plan_b,
-                    &source,
-                    &files,
-                    &version,
-                    args.env,
-                    targets,
-                    commit_time,
-                )?;
+                let out_a = build_by(&Plan::a(work.path()))?;
+                let out_b = build_by(&Plan::b(work.path()))?;
                 let mut report = Report {
                     a: format!("build A ({})", out_a.display()),
                     b: format!("build B ({})", out_b.display()),
