@@ -246,6 +246,17 @@ fn install_boot_confirm_cycle() {
     assert_eq!(v["slot"], "A");
     assert_eq!(v["update"], "<stdin>");
     assert_eq!(v["members"][0]["partition"], "A_boot");
+    // GNU tar stored the ext4 images sparse: most of root.img is holes,
+    // zeroed rather than written; data and holes add up to the size.
+    let root = &v["members"][1];
+    assert_eq!(root["member"], "root.img");
+    let (data, zeroed) = (
+        root["data_bytes"].as_u64().unwrap(),
+        root["zeroed_bytes"].as_u64().unwrap(),
+    );
+    assert_eq!(data + zeroed, 3 * 1024 * 1024, "{root}");
+    assert!(zeroed > data, "{root}");
+    assert_eq!(root["data_sha256"].as_str().unwrap().len(), 64);
     assert_eq!(v["after"], "boot_alternative=A boot_cycle=first_boot");
 }
 

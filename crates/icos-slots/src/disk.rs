@@ -5,6 +5,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Cursor, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+use icos_diskwrite::{ZeroMethod, Zeroer};
 use icos_grubenv::{BLOCK_SIZE, BootState, Event, GrubEnv, Slot, transition};
 use serde::Serialize;
 use uuid::Uuid;
@@ -25,11 +26,43 @@ pub const HEADER_BYTES: u64 = 1 << 20;
 pub trait Device: Read + Write + Seek {
     /// Flushes every write to stable storage (`fsync`).
     fn sync(&mut self) -> io::Result<()>;
+
+    /// Makes `len` bytes at disk offset `offset` zero and says how. The
+    /// default writes zeros; a file or block device asks the kernel first
+    /// (see [`icos_diskwrite::Zeroer`]).
+    fn zero(&mut self, offset: u64, len: u64) -> io::Result<ZeroMethod> {
+        let zeros = vec![0u8; usize::try_from(len.min(ZERO_CHUNK)).unwrap_or(0)];
+        self.seek(SeekFrom::Start(offset))?;
+        let mut left = len;
+        while left > 0 {
+            let n = usize::try_from(left.min(ZERO_CHUNK)).unwrap_or(zeros.len());
+            self.write_all(&zeros[..n])?;
+            left -= n as u64;
+        }
+        Ok(ZeroMethod::WriteZeros)
+    }
+
+    /// Drops cached copies of `len` bytes at `offset`, so the next reads
+    /// come from stable storage. Best effort; the default does nothing.
+    fn drop_cache(&mut self, offset: u64, len: u64) {
+        let _ = (offset, len);
+    }
 }
+
+/// The largest zero buffer [`Device::zero`] writes at once.
+const ZERO_CHUNK: u64 = 1 << 20;
 
 impl Device for File {
     fn sync(&mut self) -> io::Result<()> {
         self.sync_all()
+    }
+
+    fn zero(&mut self, offset: u64, len: u64) -> io::Result<ZeroMethod> {
+        Zeroer::default().zero(self, offset, len)
+    }
+
+    fn drop_cache(&mut self, offset: u64, len: u64) {
+        icos_diskwrite::drop_cached(self, offset, len);
     }
 }
 
@@ -43,6 +76,14 @@ impl<D: Device + ?Sized> Device for &mut D {
     fn sync(&mut self) -> io::Result<()> {
         (**self).sync()
     }
+
+    fn zero(&mut self, offset: u64, len: u64) -> io::Result<ZeroMethod> {
+        (**self).zero(offset, len)
+    }
+
+    fn drop_cache(&mut self, offset: u64, len: u64) {
+        (**self).drop_cache(offset, len);
+    }
 }
 
 /// One partition as found in the GPT.
@@ -50,9 +91,10 @@ impl<D: Device + ?Sized> Device for &mut D {
 pub struct Part {
     /// The GPT partition name, e.g. `B_root`.
     pub name: String,
-    /// The 1-based partition number.
+    /// The 1-based partition number (0 for a HostOS volume).
     pub number: u32,
-    /// Byte offset on the disk.
+    /// Byte offset on the disk (for HostOS volumes: in the joint address
+    /// space of [`crate::Volumes`]).
     pub offset: u64,
     /// Size in bytes.
     pub size: u64,
@@ -149,9 +191,10 @@ pub struct SlotStatus {
 /// The boot state and slots of a disk, as `icos slots show` prints them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Status {
-    /// The disk.
+    /// The disk (HostOS: the volume group's directory).
     pub disk: PathBuf,
-    /// Its size in bytes.
+    /// Its size in bytes (HostOS: the end of the volumes' joint address
+    /// space, see [`crate::Volumes`]).
     pub disk_size: u64,
     /// The grub partition holding grubenv.
     pub grub_partition: String,
@@ -209,7 +252,7 @@ pub fn open(path: &Path, write: bool) -> Result<SlotDisk<File>, SlotsError> {
     SlotDisk::new(file, path)
 }
 
-fn find_part(
+pub(crate) fn find_part(
     table: &icos_layout::GptTable,
     disk: &Path,
     name: &'static str,
@@ -267,6 +310,19 @@ impl<D: Read + Seek> SlotDisk<D> {
             a: slot(["A_boot", "A_root", "A_var"])?,
             b: slot(["B_boot", "B_root", "B_var"])?,
         };
+        Self::with_layout(dev, path, layout)
+    }
+
+    /// A device whose grub partition and slot partitions are already known
+    /// (`layout`, offsets on `dev`): locates grubenv in the grub partition.
+    /// [`SlotDisk::new`] finds the layout in a GPT; HostOS's volumes are
+    /// laid out by [`crate::Volumes`].
+    pub fn with_layout(
+        mut dev: D,
+        path: impl Into<PathBuf>,
+        layout: DiskLayout,
+    ) -> Result<Self, SlotsError> {
+        let path = path.into();
         let grub = layout.grub.clone();
         let located = {
             let mut part = icos_fat::Window::new(&mut dev, grub.offset, grub.size);

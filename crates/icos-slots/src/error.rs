@@ -132,7 +132,7 @@ pub enum SlotsError {
         /// The upgrade image.
         update: PathBuf,
         /// The read or format error.
-        cause: io::Error,
+        cause: icos_sparse_tar::Error,
     },
     /// The upgrade image holds a member other than boot.img, root.img and
     /// VERSION.TXT, or one of them twice or not as a regular file.
@@ -175,7 +175,7 @@ pub enum SlotsError {
     },
     /// What was read back from a partition differs from what was written.
     #[error(
-        "disk {disk}: partition {partition}: read back SHA-256 {actual}, but {member} from the upgrade image has {expected}; the slot was invalidated again"
+        "disk {disk}: partition {partition}: the data read back has SHA-256 {actual}, but the data of {member} from the upgrade image has {expected}; the slot was invalidated again"
     )]
     Verify {
         /// The disk.
@@ -184,10 +184,26 @@ pub enum SlotsError {
         partition: String,
         /// The member written into it.
         member: &'static str,
-        /// SHA-256 of the member as read from the upgrade image.
+        /// SHA-256 of the member's data extents (header included) as
+        /// read from the upgrade image.
         expected: String,
-        /// SHA-256 of the partition's bytes as read back.
+        /// SHA-256 of the same ranges of the partition as read back.
         actual: String,
+    },
+    /// A range of a partition that was zeroed for a hole of a member is
+    /// not zero when read back.
+    #[error(
+        "disk {disk}: partition {partition}: byte {offset} is a hole of {member} and was zeroed, but reads back non-zero; the slot was invalidated again"
+    )]
+    NotZero {
+        /// The disk.
+        disk: PathBuf,
+        /// The partition.
+        partition: String,
+        /// The member written into it.
+        member: &'static str,
+        /// Byte offset inside the partition.
+        offset: u64,
     },
 }
 
@@ -225,7 +241,8 @@ impl SlotsError {
             SlotsError::Refused { .. }
             | SlotsError::Io { .. }
             | SlotsError::Sync { .. }
-            | SlotsError::Verify { .. } => false,
+            | SlotsError::Verify { .. }
+            | SlotsError::NotZero { .. } => false,
         }
     }
 }

@@ -1,13 +1,14 @@
 //! Installing an upgrade image into the spare slot and committing it.
 
 use std::fmt;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, Read, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use icos_diskwrite::{DiskWriteError, HoleCheck, Medium, Record, Writer, ZeroMethod};
 use icos_grubenv::{Event, Slot, transition};
+use icos_sparse_tar::{EntryInfo, EntryKind};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use crate::disk::{Device, HEADER_BYTES, Part, SlotDisk};
 use crate::error::SlotsError;
@@ -23,10 +24,9 @@ pub const VERSION_MEMBER: &str = "VERSION.TXT";
 pub const VAR_WIPE_BYTES: u64 = 16 << 20;
 /// Longest VERSION.TXT accepted.
 const MAX_VERSION_LEN: u64 = 4096;
-/// The unit of reading, hashing, comparing and writing.
-const CHUNK: usize = 1 << 20;
-/// The first four bytes of a zstd frame.
-const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+/// How much of the zeroed ranges is read back: both ends of every range
+/// and 4 KiB per GiB (a root.img is 10 GiB of mostly holes).
+const HOLE_CHECK: HoleCheck = HoleCheck::Sample;
 
 /// A step of [`SlotDisk::install`], reported as it happens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,10 +82,19 @@ pub struct Installed {
     pub partition: String,
     /// Its size in bytes.
     pub size: u64,
-    /// Bytes actually written (zero chunks over zeros are skipped).
-    pub written: u64,
-    /// SHA-256 of the member, equal to that of the bytes read back.
-    pub sha256: String,
+    /// Bytes written as data: the held-back header ([`HEADER_BYTES`], or
+    /// the whole member when smaller) and the data extents after it.
+    pub data_bytes: u64,
+    /// Bytes made zero: the member's holes and all-zero 1 MiB chunks.
+    pub zeroed_bytes: u64,
+    /// SHA-256 of the data bytes in offset order, equal to that of the
+    /// same ranges read back.
+    pub data_sha256: String,
+    /// How the holes were made zero (`punch-hole`, `zero-range`,
+    /// `write-zeros`); `None` when the member has none.
+    pub zero_method: Option<&'static str>,
+    /// Bytes of the zeroed ranges read back and found zero (sampled).
+    pub zero_checked: u64,
 }
 
 /// The result of [`SlotDisk::install`].
@@ -113,22 +122,347 @@ pub struct InstallReport {
     pub verify_s: f64,
 }
 
-/// A member being written: its hash, its held-back header and counters.
+/// A member written but for its held-back header.
 struct Pending {
     member: &'static str,
     part: Part,
-    size: u64,
-    written: u64,
-    sha256: [u8; 32],
+    record: Record,
     head: Vec<u8>,
+    zero_checked: u64,
+}
+
+/// One partition of the device, as the shared writer sees it: offsets are
+/// relative to the partition.
+struct PartIo<'a, D> {
+    dev: &'a mut D,
+    disk: PathBuf,
+    part: Part,
+}
+
+impl<D: Device> PartIo<'_, D> {
+    fn at(&mut self, offset: u64, len: u64) -> io::Result<()> {
+        if offset
+            .checked_add(len)
+            .is_none_or(|end| end > self.part.size)
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{len} bytes at byte {offset} do not fit partition {} ({} bytes)",
+                    self.part.name, self.part.size
+                ),
+            ));
+        }
+        self.dev.seek(SeekFrom::Start(self.part.offset + offset))?;
+        Ok(())
+    }
+}
+
+impl<D: Device> Medium for PartIo<'_, D> {
+    fn path(&self) -> &Path {
+        &self.disk
+    }
+
+    fn size(&self) -> u64 {
+        self.part.size
+    }
+
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.at(offset, buf.len() as u64)?;
+        self.dev.read_exact(buf)
+    }
+
+    fn write_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()> {
+        self.at(offset, buf.len() as u64)?;
+        self.dev.write_all(buf)
+    }
+
+    fn zero(&mut self, offset: u64, len: u64) -> io::Result<ZeroMethod> {
+        self.at(offset, len)?;
+        self.dev.zero(self.part.offset + offset, len)
+    }
+
+    fn drop_cache(&mut self) {
+        self.dev.drop_cache(self.part.offset, self.part.size);
+    }
+}
+
+/// An error of the shared writer, for `partition` of `disk`.
+fn write_err(disk: &Path, partition: &str, member: &'static str, e: DiskWriteError) -> SlotsError {
+    match e {
+        DiskWriteError::Io {
+            action,
+            offset,
+            cause,
+            ..
+        } => SlotsError::Io {
+            disk: disk.to_path_buf(),
+            partition: partition.to_owned(),
+            action,
+            offset,
+            cause,
+        },
+        DiskWriteError::Order { offset, .. } => SlotsError::Io {
+            disk: disk.to_path_buf(),
+            partition: partition.to_owned(),
+            action: "writing",
+            offset,
+            cause: io::Error::new(io::ErrorKind::InvalidData, e.to_string()),
+        },
+        DiskWriteError::Verify {
+            expected, actual, ..
+        } => SlotsError::Verify {
+            disk: disk.to_path_buf(),
+            partition: partition.to_owned(),
+            member,
+            expected,
+            actual,
+        },
+        DiskWriteError::NotZero { offset, .. } => SlotsError::NotZero {
+            disk: disk.to_path_buf(),
+            partition: partition.to_owned(),
+            member,
+            offset,
+        },
+    }
+}
+
+/// The member being streamed.
+enum Current<'a, D> {
+    None,
+    Version(Vec<u8>),
+    Image(&'static str, Box<Writer<'static, PartIo<'a, D>>>),
+}
+
+/// The visitor that streams the members into the spare slot.
+struct SlotWriter<'a, 'p, D> {
+    dev: Option<&'a mut D>,
+    disk: PathBuf,
+    update: PathBuf,
+    boot: Part,
+    root: Part,
+    progress: &'p mut dyn FnMut(&Step),
+    current: Current<'a, D>,
+    version: Option<String>,
+    done: Vec<Pending>,
+    failed: Option<SlotsError>,
+}
+
+impl<D: Device> SlotWriter<'_, '_, D> {
+    fn stop(&mut self, error: SlotsError) -> icos_sparse_tar::Error {
+        self.failed = Some(error);
+        icos_sparse_tar::Error::Io {
+            action: "writing",
+            path: self.disk.clone(),
+            source: io::Error::other("stopped"),
+        }
+    }
+
+    /// The partition `member` goes into.
+    fn part_name(&self, member: &'static str) -> String {
+        if member == BOOT_MEMBER {
+            self.boot.name.clone()
+        } else {
+            self.root.name.clone()
+        }
+    }
+
+    fn bad_member(&self, name: &str, reason: &'static str) -> SlotsError {
+        SlotsError::BadMember {
+            update: self.update.clone(),
+            member: name.to_owned(),
+            reason,
+        }
+    }
+
+    fn begin_member(&mut self, info: &EntryInfo) -> Result<bool, SlotsError> {
+        let name = info.name.trim_start_matches("./");
+        if info.kind == EntryKind::Directory {
+            if name.trim_end_matches('/').is_empty() {
+                return Ok(false);
+            }
+            return Err(self.bad_member(name, "not a regular file"));
+        }
+        let (member, part) = match name {
+            VERSION_MEMBER => {
+                if self.version.is_some() {
+                    return Err(self.bad_member(name, "appears twice"));
+                }
+                if info.size > MAX_VERSION_LEN {
+                    return Err(self.bad_member(name, "longer than 4096 bytes"));
+                }
+                self.current = Current::Version(Vec::new());
+                return Ok(true);
+            }
+            BOOT_MEMBER => (BOOT_MEMBER, self.boot.clone()),
+            ROOT_MEMBER => (ROOT_MEMBER, self.root.clone()),
+            _ => {
+                return Err(self.bad_member(
+                    name,
+                    "unexpected (an upgrade image holds boot.img, root.img and VERSION.TXT)",
+                ));
+            }
+        };
+        if self.done.iter().any(|p| p.member == member) {
+            return Err(self.bad_member(name, "appears twice"));
+        }
+        if info.size > part.size {
+            return Err(SlotsError::TooLarge {
+                update: self.update.clone(),
+                member,
+                size: info.size,
+                disk: self.disk.clone(),
+                partition: part.name,
+                partition_size: part.size,
+            });
+        }
+        (self.progress)(&Step::Writing {
+            member,
+            partition: part.name.clone(),
+            size: info.size,
+        });
+        let Some(dev) = self.dev.take() else {
+            return Err(self.bad_member(name, "starts inside another member"));
+        };
+        let io = PartIo {
+            dev,
+            disk: self.disk.clone(),
+            part,
+        };
+        let writer = Writer::new(io, info.size)
+            .map_err(|e| write_err(&self.disk, &self.part_name(member), member, e))?
+            .hold_back(HEADER_BYTES);
+        self.current = Current::Image(member, Box::new(writer));
+        Ok(true)
+    }
+
+    fn end_member(&mut self) -> Result<(), SlotsError> {
+        match std::mem::replace(&mut self.current, Current::None) {
+            Current::None => Ok(()),
+            Current::Version(bytes) => {
+                let text = String::from_utf8(bytes)
+                    .map_err(|_| self.bad_member(VERSION_MEMBER, "not UTF-8 text"))?;
+                self.version = Some(text.trim().to_owned());
+                Ok(())
+            }
+            Current::Image(member, writer) => {
+                let (io, record, head) = writer
+                    .finish()
+                    .map_err(|e| write_err(&self.disk, &self.part_name(member), member, e))?;
+                let part = io.part;
+                self.dev = Some(io.dev);
+                self.done.push(Pending {
+                    member,
+                    part,
+                    record,
+                    head,
+                    zero_checked: 0,
+                });
+                Ok(())
+            }
+        }
+    }
+}
+
+impl<D: Device> icos_sparse_tar::Visitor for SlotWriter<'_, '_, D> {
+    fn begin(&mut self, info: &EntryInfo) -> Result<bool, icos_sparse_tar::Error> {
+        self.begin_member(info).map_err(|e| self.stop(e))
+    }
+
+    fn data(&mut self, offset: u64, bytes: &[u8]) -> Result<(), icos_sparse_tar::Error> {
+        let result = match &mut self.current {
+            Current::None => Ok(()),
+            Current::Version(buf) => {
+                buf.extend_from_slice(bytes);
+                Ok(())
+            }
+            Current::Image(member, writer) => {
+                let member = *member;
+                writer
+                    .data(offset, bytes)
+                    .map_err(|e| write_err(&self.disk, &self.part_name(member), member, e))
+            }
+        };
+        result.map_err(|e| self.stop(e))
+    }
+
+    fn end(&mut self, _: &EntryInfo) -> Result<(), icos_sparse_tar::Error> {
+        self.end_member().map_err(|e| self.stop(e))
+    }
+}
+
+/// Reads only `VERSION.TXT` of an upgrade image.
+struct VersionReader {
+    update: PathBuf,
+    in_version: bool,
+    bytes: Vec<u8>,
+    found: bool,
+}
+
+impl icos_sparse_tar::Visitor for VersionReader {
+    fn begin(&mut self, info: &EntryInfo) -> Result<bool, icos_sparse_tar::Error> {
+        self.in_version = info.name.trim_start_matches("./") == VERSION_MEMBER
+            && info.kind != EntryKind::Directory
+            && info.size <= MAX_VERSION_LEN;
+        Ok(self.in_version)
+    }
+
+    fn data(&mut self, _: u64, bytes: &[u8]) -> Result<(), icos_sparse_tar::Error> {
+        if self.in_version {
+            self.bytes.extend_from_slice(bytes);
+        }
+        Ok(())
+    }
+
+    fn end(&mut self, _: &EntryInfo) -> Result<(), icos_sparse_tar::Error> {
+        if self.in_version {
+            self.found = true;
+            // Stop here: the rest of the archive is not needed.
+            return Err(icos_sparse_tar::Error::Io {
+                action: "reading",
+                path: self.update.clone(),
+                source: io::Error::other("version found"),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The trimmed `VERSION.TXT` of the upgrade image read from `update` (named
+/// `update_path` in errors), reading the archive only up to that member: to
+/// compare an image with the running version before installing it.
+pub fn read_version<R: Read>(update: R, update_path: &Path) -> Result<String, SlotsError> {
+    let mut reader = VersionReader {
+        update: update_path.to_path_buf(),
+        in_version: false,
+        bytes: Vec::new(),
+        found: false,
+    };
+    let visited = icos_sparse_tar::visit(update, update_path, &mut reader);
+    if !reader.found {
+        visited.map_err(|source| SlotsError::Archive {
+            update: update_path.to_path_buf(),
+            cause: source,
+        })?;
+        return Err(SlotsError::MissingMember {
+            update: update_path.to_path_buf(),
+            member: VERSION_MEMBER,
+        });
+    }
+    let text = String::from_utf8(reader.bytes).map_err(|_| SlotsError::BadMember {
+        update: update_path.to_path_buf(),
+        member: VERSION_MEMBER.to_owned(),
+        reason: "not UTF-8 text",
+    })?;
+    Ok(text.trim().to_owned())
 }
 
 impl<D: Device> SlotDisk<D> {
     /// Installs the upgrade image read from `update` (named `update_path` in
     /// errors; a tar, plain or zstd-compressed, holding `boot.img`,
-    /// `root.img` and `VERSION.TXT`) into the spare slot and commits it, so
-    /// the next boot tries it (`boot_alternative=<spare>`,
-    /// `boot_cycle=first_boot`).
+    /// `root.img` and `VERSION.TXT`, as plain or old-GNU sparse members)
+    /// into the spare slot and commits it, so the next boot tries it
+    /// (`boot_alternative=<spare>`, `boot_cycle=first_boot`).
     ///
     /// Order, so that a crash at any point leaves a disk that boots the
     /// running slot and never a half-written one:
@@ -140,17 +474,22 @@ impl<D: Device> SlotDisk<D> {
     ///    the initramfs cannot use them) and the first [`VAR_WIPE_BYTES`] of
     ///    its var partition wiped; then synced;
     /// 3. `boot.img` and `root.img` are streamed into the boot and root
-    ///    partitions, except their first [`HEADER_BYTES`], which are held in
-    ///    memory; each is hashed on the way (SHA-256); a member larger than
-    ///    its partition is refused before any of it is written. Chunks of
-    ///    zeros are written only where the partition is not zero already, so
-    ///    a sparse image file stays sparse;
+    ///    partitions with `icos_diskwrite`, except their first
+    ///    [`HEADER_BYTES`], which are held in memory: data extents are
+    ///    written and hashed (SHA-256), holes (and all-zero 1 MiB chunks of
+    ///    a plain member) are made zero by [`Device::zero`] — on a file or
+    ///    block device the kernel zeroes them, so nothing is read to compare
+    ///    and a sparse image file stays sparse. A member larger than its
+    ///    partition is refused before any of it is written;
     /// 4. the rest of the archive is read (so zstd's checksum is checked),
     ///    the three members must all have been present; synced;
     /// 5. the held headers are written (root first, boot last) and synced:
     ///    only now do the partitions hold file systems again;
-    /// 6. both partitions are read back and their SHA-256 compared with the
-    ///    members'; on a mismatch the headers are zeroed again;
+    /// 6. both partitions are read back (after [`Device::drop_cache`]): the
+    ///    data extents, headers included, must hash to the SHA-256 computed
+    ///    while writing, and samples of the zeroed ranges (both ends of
+    ///    each, 4 KiB per GiB) must be zero; on a mismatch the headers are
+    ///    zeroed again;
     /// 7. only then grubenv is rewritten in place and synced.
     pub fn install<R: Read>(
         &mut self,
@@ -171,105 +510,45 @@ impl<D: Device> SlotDisk<D> {
         let parts = self.layout.slot(target).clone();
 
         // 2. Invalidate.
-        let zeros = vec![0u8; CHUNK];
-        for part in [&parts.boot, &parts.root] {
-            let len = usize::try_from(HEADER_BYTES.min(part.size)).unwrap_or(0);
-            self.write_part(part, 0, &zeros[..len])?;
-        }
+        self.zero_headers([&parts.boot, &parts.root])?;
         let var_wiped = VAR_WIPE_BYTES.min(parts.var.size);
-        let mut at = 0u64;
-        while at < var_wiped {
-            let n = usize::try_from((var_wiped - at).min(CHUNK as u64)).unwrap_or(0);
-            self.write_part(&parts.var, at, &zeros[..n])?;
-            at += n as u64;
-        }
+        self.dev
+            .zero(parts.var.offset, var_wiped)
+            .map_err(self.io_err(&parts.var, "wiping", 0))?;
         self.sync("invalidating the spare slot")?;
         progress(&Step::Invalidated { slot: target });
         tracing::info!(disk = %self.path.display(), %target, "spare slot invalidated");
 
         // 3 + 4. Stream the members.
         let started = Instant::now();
-        let archive_err = |source: io::Error| SlotsError::Archive {
+        let mut writer = SlotWriter {
+            dev: Some(&mut self.dev),
+            disk: self.path.clone(),
+            update: update_path.to_path_buf(),
+            boot: parts.boot.clone(),
+            root: parts.root.clone(),
+            progress,
+            current: Current::None,
+            version: None,
+            done: Vec::new(),
+            failed: None,
+        };
+        let visited = icos_sparse_tar::visit(update, update_path, &mut writer);
+        let SlotWriter {
+            failed,
+            version,
+            done,
+            progress,
+            ..
+        } = writer;
+        let mut done = done;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        visited.map_err(|source| SlotsError::Archive {
             update: update_path.to_path_buf(),
             cause: source,
-        };
-        let mut input = BufReader::with_capacity(CHUNK, update);
-        let compressed = input
-            .fill_buf()
-            .map_err(archive_err)?
-            .starts_with(&ZSTD_MAGIC);
-        let reader: Box<dyn Read + '_> = if compressed {
-            Box::new(zstd::stream::read::Decoder::with_buffer(input).map_err(archive_err)?)
-        } else {
-            Box::new(input)
-        };
-        let mut archive = tar::Archive::new(reader);
-        let mut version: Option<String> = None;
-        let mut done: Vec<Pending> = Vec::new();
-        for entry in archive.entries().map_err(archive_err)? {
-            let mut entry = entry.map_err(archive_err)?;
-            let raw = entry.path_bytes();
-            let name = String::from_utf8_lossy(&raw);
-            let name = name.trim_start_matches("./").to_owned();
-            let bad_member = |reason| SlotsError::BadMember {
-                update: update_path.to_path_buf(),
-                member: name.clone(),
-                reason,
-            };
-            let kind = entry.header().entry_type();
-            if !(kind.is_file() || kind.is_gnu_sparse()) {
-                if kind.is_dir() && name.trim_end_matches('/').is_empty() {
-                    continue;
-                }
-                return Err(bad_member("not a regular file"));
-            }
-            let size = entry.size();
-            let (member, part) = match name.as_str() {
-                VERSION_MEMBER => {
-                    if version.is_some() {
-                        return Err(bad_member("appears twice"));
-                    }
-                    if size > MAX_VERSION_LEN {
-                        return Err(bad_member("longer than 4096 bytes"));
-                    }
-                    let mut text = String::new();
-                    entry
-                        .read_to_string(&mut text)
-                        .map_err(|_| bad_member("not UTF-8 text"))?;
-                    version = Some(text.trim().to_owned());
-                    continue;
-                }
-                BOOT_MEMBER => (BOOT_MEMBER, parts.boot.clone()),
-                ROOT_MEMBER => (ROOT_MEMBER, parts.root.clone()),
-                _ => {
-                    return Err(bad_member(
-                        "unexpected (an upgrade image holds boot.img, root.img and VERSION.TXT)",
-                    ));
-                }
-            };
-            if done.iter().any(|p| p.member == member) {
-                return Err(bad_member("appears twice"));
-            }
-            if size > part.size {
-                return Err(SlotsError::TooLarge {
-                    update: update_path.to_path_buf(),
-                    member,
-                    size,
-                    disk: self.path.clone(),
-                    partition: part.name,
-                    partition_size: part.size,
-                });
-            }
-            progress(&Step::Writing {
-                member,
-                partition: part.name.clone(),
-                size,
-            });
-            let pending = self.stream_member(&mut entry, member, part, size, update_path)?;
-            done.push(pending);
-        }
-        let mut rest = archive.into_inner();
-        io::copy(&mut rest, &mut io::sink()).map_err(archive_err)?;
+        })?;
         for member in [BOOT_MEMBER, ROOT_MEMBER] {
             if !done.iter().any(|p| p.member == member) {
                 return Err(SlotsError::MissingMember {
@@ -297,21 +576,26 @@ impl<D: Device> SlotDisk<D> {
         // 6. Verify.
         progress(&Step::Verifying);
         let verify_started = Instant::now();
-        for p in &done {
-            let actual = self.hash_part(&p.part, p.size)?;
-            if actual != p.sha256 {
-                for q in &done {
-                    let len = usize::try_from(HEADER_BYTES.min(q.part.size)).unwrap_or(0);
-                    self.write_part(&q.part, 0, &zeros[..len])?;
+        for i in 0..done.len() {
+            let p = &done[i];
+            let mut io = PartIo {
+                dev: &mut self.dev,
+                disk: self.path.clone(),
+                part: p.part.clone(),
+            };
+            match icos_diskwrite::verify(&mut io, &p.record, HOLE_CHECK) {
+                Ok(v) => done[i].zero_checked = v.zero_bytes_checked,
+                Err(e) => {
+                    let err = write_err(&self.path, &p.part.name, p.member, e);
+                    let headers: Vec<Part> = done.iter().map(|q| q.part.clone()).collect();
+                    if let Err(again) = self
+                        .zero_headers(headers.iter())
+                        .and_then(|()| self.sync("invalidating the spare slot again"))
+                    {
+                        tracing::error!(error = %again, "could not invalidate the spare slot again");
+                    }
+                    return Err(err);
                 }
-                self.sync("invalidating the spare slot again")?;
-                return Err(SlotsError::Verify {
-                    disk: self.path.clone(),
-                    partition: p.part.name.clone(),
-                    member: p.member,
-                    expected: hex::encode(p.sha256),
-                    actual: hex::encode(actual),
-                });
             }
         }
         let verify_s = verify_started.elapsed().as_secs_f64();
@@ -334,9 +618,12 @@ impl<D: Device> SlotDisk<D> {
                 .map(|p| Installed {
                     member: p.member,
                     partition: p.part.name,
-                    size: p.size,
-                    written: p.written,
-                    sha256: hex::encode(p.sha256),
+                    size: p.record.size,
+                    data_bytes: p.record.data_bytes(),
+                    zeroed_bytes: p.record.zeroed_bytes(),
+                    data_sha256: hex::encode(p.record.data_sha256),
+                    zero_method: p.record.zero_method.map(ZeroMethod::as_str),
+                    zero_checked: p.zero_checked,
                 })
                 .collect(),
             var_wiped,
@@ -347,75 +634,17 @@ impl<D: Device> SlotDisk<D> {
         })
     }
 
-    /// Streams `size` bytes of `input` into `part`, holding back the header.
-    fn stream_member(
+    /// Zeroes the first [`HEADER_BYTES`] of each partition (written, so the
+    /// bytes are there even on a device that would only unmap).
+    fn zero_headers<'a>(
         &mut self,
-        input: &mut dyn Read,
-        member: &'static str,
-        part: Part,
-        size: u64,
-        update_path: &Path,
-    ) -> Result<Pending, SlotsError> {
-        let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; CHUNK];
-        let mut target = vec![0u8; CHUNK];
-        let zeros = vec![0u8; CHUNK];
-        let mut head = Vec::new();
-        let mut written = 0u64;
-        let mut pos = 0u64;
-        while pos < size {
-            let n = usize::try_from((size - pos).min(CHUNK as u64)).unwrap_or(CHUNK);
-            input
-                .read_exact(&mut buf[..n])
-                .map_err(|source| SlotsError::Archive {
-                    update: update_path.to_path_buf(),
-                    cause: io::Error::new(
-                        source.kind(),
-                        format!("reading member {member} at byte {pos}: {source}"),
-                    ),
-                })?;
-            let chunk = &buf[..n];
-            hasher.update(chunk);
-            if pos < HEADER_BYTES {
-                // CHUNK == HEADER_BYTES: the first chunk is the header.
-                head.extend_from_slice(chunk);
-            } else if chunk == &zeros[..n] {
-                // Slice equality is a memcmp: fast in every build profile.
-                self.read_part(&part, pos, &mut target[..n])?;
-                if target[..n] != zeros[..n] {
-                    self.write_part(&part, pos, chunk)?;
-                    written += n as u64;
-                }
-            } else {
-                self.write_part(&part, pos, chunk)?;
-                written += n as u64;
-            }
-            pos += n as u64;
+        parts: impl IntoIterator<Item = &'a Part>,
+    ) -> Result<(), SlotsError> {
+        let zeros = vec![0u8; usize::try_from(HEADER_BYTES).unwrap_or(0)];
+        for part in parts {
+            let len = usize::try_from(HEADER_BYTES.min(part.size)).unwrap_or(0);
+            self.write_part(part, 0, &zeros[..len])?;
         }
-        written += head.len() as u64;
-        Ok(Pending {
-            member,
-            part,
-            size,
-            written,
-            sha256: hasher.finalize().into(),
-            head,
-        })
-    }
-
-    /// SHA-256 of the first `len` bytes of `part`.
-    fn hash_part(&mut self, part: &Part, len: u64) -> Result<[u8; 32], SlotsError> {
-        let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; CHUNK];
-        let mut pos = 0u64;
-        while pos < len {
-            let n = usize::try_from((len - pos).min(CHUNK as u64)).unwrap_or(CHUNK);
-            self.read_part(part, pos, &mut buf[..n])?;
-            hasher.update(&buf[..n]);
-            pos += n as u64;
-        }
-        Ok(hasher.finalize().into())
+        Ok(())
     }
 }
-
-const _: () = assert!(CHUNK as u64 == HEADER_BYTES);

@@ -10,12 +10,15 @@
 //!   one seam (Unix sockets serve vhost-user-vsock's `PATH_19090` and tests);
 //! - [`server`]: the HostOS agent that checks the sender and runs commands;
 //! - [`upgrade`]: the download-and-verify step of `upgrade`;
+//! - [`hostos_upgrade`]: installing the verified image into HostOS's spare
+//!   slot, committing and rebooting; confirming the boot once GuestOS runs;
 //! - [`client`]: the guest side, one request per connection.
 //!
 //! The channel is a narrow, allow-listed control interface, not a trust
 //! boundary: an `upgrade` is only kept when its SHA-256 matches.
 
 pub mod client;
+pub mod hostos_upgrade;
 pub mod protocol;
 pub mod server;
 pub mod transport;

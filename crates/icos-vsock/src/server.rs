@@ -15,7 +15,7 @@
 //! | `GetHostOSVersion` | the trimmed content of the version file |
 //! | `set-node-id` | writes the node id (plus a newline) to the node-id file |
 //! | `notify` | answers at once, then writes the message to the tty min(count, 10) times, an interval apart |
-//! | `upgrade` | downloads and verifies the image ([`crate::upgrade`]) |
+//! | `upgrade` | downloads and verifies the image ([`crate::upgrade`]); with an [`Upgrader`], also installs it into HostOS's spare slot, commits and reboots ([`crate::hostos_upgrade`]) |
 //! | `attach-hsm`, `detach-hsm` | `Err("not supported on this host: …")`: this host passes no USB HSM through |
 //! | `StartUpgradeGuestVM` | `Err("not supported on this host: …")`: the SEV-SNP upgrade VM is not part of this HostOS |
 //!
@@ -28,12 +28,13 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
+use crate::hostos_upgrade::Upgrader;
 use crate::protocol::{
     self, Command, GUEST_CID, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, Payload, ProtocolError, Response,
 };
@@ -162,6 +163,9 @@ pub struct Agent {
     counters: Mutex<Counters>,
     limiter: Mutex<RateLimiter>,
     upgrade_lock: Mutex<()>,
+    upgrader: Option<Arc<Upgrader>>,
+    guest_seen: Option<PathBuf>,
+    guest_seen_written: AtomicBool,
     active: AtomicUsize,
     notifying: Arc<AtomicUsize>,
 }
@@ -183,9 +187,28 @@ impl Agent {
             counters: Mutex::default(),
             limiter: Mutex::new(limiter),
             upgrade_lock: Mutex::new(()),
+            upgrader: None,
+            guest_seen: None,
+            guest_seen_written: AtomicBool::new(false),
             active: AtomicUsize::new(0),
             notifying: Arc::default(),
         }
+    }
+
+    /// Makes `upgrade` install the verified image into HostOS's spare slot,
+    /// commit it and reboot (see [`crate::hostos_upgrade`]); without it,
+    /// `upgrade` only downloads and verifies.
+    pub fn with_upgrader(mut self, upgrader: Arc<Upgrader>) -> Self {
+        self.upgrader = Some(upgrader);
+        self
+    }
+
+    /// Writes `path` when the served guest's first request arrives (it
+    /// passed the sender and CID checks), so the boot confirmation knows
+    /// GuestOS runs (see [`crate::hostos_upgrade::SystemdGuestProbe`]).
+    pub fn with_guest_seen_file(mut self, path: PathBuf) -> Self {
+        self.guest_seen = Some(path);
+        self
     }
 
     /// The configuration.
@@ -318,6 +341,7 @@ impl Agent {
             ));
         }
         info!("request from CID {peer_cid}: {}", request.message);
+        self.note_guest_seen(peer_cid, name);
         let response = self.execute(request.message);
         match &response {
             Ok(_) => self.count(name, "ok"),
@@ -327,6 +351,31 @@ impl Agent {
             }
         }
         response
+    }
+
+    /// Writes the guest-seen file once per agent run.
+    fn note_guest_seen(&self, peer_cid: u32, command: &str) {
+        let Some(path) = &self.guest_seen else {
+            return;
+        };
+        if self.guest_seen_written.load(Ordering::SeqCst) {
+            return;
+        }
+        let text = format!("cid={peer_cid}\ncommand={command}\n");
+        let written = path
+            .parent()
+            .map_or(Ok(()), fs::create_dir_all)
+            .and_then(|()| write_atomic(path, text.as_bytes()));
+        match written {
+            Ok(()) => {
+                self.guest_seen_written.store(true, Ordering::SeqCst);
+                info!(
+                    "GuestOS (CID {peer_cid}) reached the agent; noted in {}",
+                    path.display()
+                );
+            }
+            Err(e) => warn!("writing {}: {e}", path.display()),
+        }
     }
 
     /// Runs one allow-listed command.
@@ -348,6 +397,20 @@ impl Agent {
             }
             Command::Notify(data) => self.notify(data.count, &data.message),
             Command::Upgrade(data) => {
+                if let Some(upgrader) = &self.upgrader {
+                    return upgrader
+                        .start(
+                            &c.upgrade_dir,
+                            &data.url,
+                            &data.target_hash,
+                            c.download_timeout,
+                        )
+                        .map(|version| {
+                            info!("upgrade: installing HostOS {version}; answering Ok");
+                            Payload::NoPayload
+                        })
+                        .map_err(|e| e.to_string());
+                }
                 let Ok(_guard) = self.upgrade_lock.try_lock() else {
                     return Err("an upgrade download is already in progress".into());
                 };

@@ -168,8 +168,14 @@ fn install(args: &InstallArgs) -> CmdResult {
     }
     for m in &report.members {
         println!(
-            "{} -> {}: {} bytes ({} written), sha256 {}",
-            m.member, m.partition, m.size, m.written, m.sha256
+            "{} -> {}: {} bytes ({} data, {} zeroed by {}), sha256 of the data {}",
+            m.member,
+            m.partition,
+            m.size,
+            m.data_bytes,
+            m.zeroed_bytes,
+            m.zero_method.unwrap_or("-"),
+            m.data_sha256
         );
     }
     println!(

@@ -22,29 +22,22 @@
 //! drives because a HostOS image is about 100 GiB of mostly holes: reading
 //! them all back would take longer than writing the image; the kernel's
 //! zeroing either zeroes the whole range or fails.
+//!
+//! The writing, zeroing and checking are `icos-diskwrite`'s ([`Zeroer`],
+//! [`HoleCheck`] and [`Extent`] are re-exported from it); this module picks
+//! `disk.img` out of the archive and keeps the installer's error type.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Seek, SeekFrom};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use icos_diskwrite::{DiskWriteError, Position, Window, Writer};
+pub use icos_diskwrite::{Extent, HoleCheck, Verified, ZeroMethod, Zeroer};
 use icos_sparse_tar::{EntryInfo, EntryKind};
-use rustix::fs::{Advice, FallocateFlags};
-use sha2::{Digest, Sha256};
 
 /// The member of a disk image archive that holds the disk.
 pub const DISK_IMG: &str = "disk.img";
-/// The unit of writing, reading back and comparing.
-const CHUNK: usize = 1 << 20;
-/// Zeroing requests are aligned to this (any logical sector size divides it).
-const ALIGN: u64 = 4096;
-/// The size of one sampled block of a zeroed range.
-const SAMPLE: u64 = 4096;
-/// Sampled blocks inside a zeroed range are this far apart.
-const SAMPLE_EVERY: u64 = 1 << 30;
-/// Zeroing is asked for in pieces of this size, progress reported between.
-const ZERO_PIECE: u64 = 1 << 30;
 
 /// Why an image could not be written or did not verify.
 #[derive(Debug, thiserror::Error)]
@@ -184,170 +177,6 @@ pub fn inspect_archive(path: &Path) -> Result<ImageArchive, ImageError> {
     }
 }
 
-/// A way of making a range of a file or device zero.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ZeroMethod {
-    /// `fallocate(PUNCH_HOLE | KEEP_SIZE)`: a hole in a file; on a block
-    /// device a WRITE ZEROES request that may unmap, never a plain discard.
-    PunchHole,
-    /// `fallocate(ZERO_RANGE | KEEP_SIZE)`: on a block device the kernel's
-    /// zero-out (what `BLKZEROOUT` does), written as zeros if need be.
-    ZeroRange,
-    /// Writing zeros.
-    WriteZeros,
-}
-
-impl ZeroMethod {
-    /// Every method, in the order they are tried.
-    pub const ALL: [ZeroMethod; 3] = [
-        ZeroMethod::PunchHole,
-        ZeroMethod::ZeroRange,
-        ZeroMethod::WriteZeros,
-    ];
-
-    /// The name printed (`punch-hole`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ZeroMethod::PunchHole => "punch-hole",
-            ZeroMethod::ZeroRange => "zero-range",
-            ZeroMethod::WriteZeros => "write-zeros",
-        }
-    }
-}
-
-/// Makes ranges of a file or block device zero, with the first method of
-/// its list that the target supports; a method that is not supported is
-/// dropped for the following ranges. Writing zeros is always the last resort.
-#[derive(Debug, Clone)]
-pub struct Zeroer {
-    methods: Vec<ZeroMethod>,
-    used: Option<ZeroMethod>,
-    zeros: Vec<u8>,
-}
-
-impl Default for Zeroer {
-    fn default() -> Self {
-        Zeroer::with_methods(&ZeroMethod::ALL)
-    }
-}
-
-impl Zeroer {
-    /// Tries `methods` in order (writing zeros is appended when missing).
-    pub fn with_methods(methods: &[ZeroMethod]) -> Self {
-        let mut methods = methods.to_vec();
-        if !methods.contains(&ZeroMethod::WriteZeros) {
-            methods.push(ZeroMethod::WriteZeros);
-        }
-        Zeroer {
-            methods,
-            used: None,
-            zeros: vec![0u8; CHUNK],
-        }
-    }
-
-    /// The method that zeroed the last range.
-    pub fn used(&self) -> Option<ZeroMethod> {
-        self.used
-    }
-
-    fn write_zeros(&self, file: &File, mut offset: u64, len: u64) -> io::Result<()> {
-        let end = offset + len;
-        while offset < end {
-            let n = usize::try_from((end - offset).min(CHUNK as u64)).unwrap_or(CHUNK);
-            file.write_all_at(&self.zeros[..n], offset)?;
-            offset += n as u64;
-        }
-        Ok(())
-    }
-
-    /// Makes `len` bytes at `offset` of `file` zero.
-    pub fn zero(&mut self, file: &File, offset: u64, len: u64) -> io::Result<()> {
-        if len == 0 {
-            return Ok(());
-        }
-        let end = offset + len;
-        let start = offset.next_multiple_of(ALIGN).min(end);
-        let stop = (end / ALIGN * ALIGN).max(start);
-        // Unaligned edges are written.
-        self.write_zeros(file, offset, start - offset)?;
-        self.write_zeros(file, stop, end - stop)?;
-        if stop == start {
-            return Ok(());
-        }
-        loop {
-            let Some(&method) = self.methods.first() else {
-                return self.write_zeros(file, start, stop - start);
-            };
-            let flags = match method {
-                ZeroMethod::PunchHole => FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE,
-                ZeroMethod::ZeroRange => FallocateFlags::ZERO_RANGE | FallocateFlags::KEEP_SIZE,
-                ZeroMethod::WriteZeros => {
-                    self.used = Some(method);
-                    return self.write_zeros(file, start, stop - start);
-                }
-            };
-            match rustix::fs::fallocate(file, flags, start, stop - start) {
-                Ok(()) => {
-                    self.used = Some(method);
-                    return Ok(());
-                }
-                Err(e)
-                    if [
-                        rustix::io::Errno::OPNOTSUPP,
-                        rustix::io::Errno::INVAL,
-                        rustix::io::Errno::NOSYS,
-                        rustix::io::Errno::NODEV,
-                        rustix::io::Errno::NOTTY,
-                    ]
-                    .contains(&e) =>
-                {
-                    tracing::debug!(method = method.as_str(), error = %e, "zeroing method not supported; trying the next");
-                    self.methods.remove(0);
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
-}
-
-/// How much of the zeroed ranges [`verify_written`] reads back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HoleCheck {
-    /// The first and last 4 KiB of every range and one 4 KiB block per GiB.
-    Sample,
-    /// Every byte.
-    Full,
-}
-
-impl HoleCheck {
-    /// The name printed (`sample`, `full`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            HoleCheck::Sample => "sample",
-            HoleCheck::Full => "full",
-        }
-    }
-}
-
-/// A range of the target.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Extent {
-    /// Its first byte.
-    pub offset: u64,
-    /// Its length.
-    pub len: u64,
-}
-
-fn push_extent(list: &mut Vec<Extent>, offset: u64, len: u64) {
-    if len == 0 {
-        return;
-    }
-    match list.last_mut() {
-        Some(last) if last.offset + last.len == offset => last.len += len,
-        _ => list.push(Extent { offset, len }),
-    }
-}
-
 /// How far a write is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WriteProgress {
@@ -413,122 +242,65 @@ impl Written {
     }
 }
 
+/// An error of the shared writer as this module's error.
+fn image_err(e: DiskWriteError) -> ImageError {
+    match e {
+        DiskWriteError::Io {
+            target,
+            action,
+            offset: _,
+            cause,
+        } => ImageError::Io {
+            action,
+            path: target,
+            source: cause,
+        },
+        DiskWriteError::Order { ref target, .. } => ImageError::Io {
+            action: "writing",
+            path: target.clone(),
+            source: io::Error::new(io::ErrorKind::InvalidData, e.to_string()),
+        },
+        DiskWriteError::Verify {
+            target,
+            expected,
+            actual,
+        } => ImageError::Verify {
+            target,
+            expected,
+            actual,
+        },
+        DiskWriteError::NotZero { target, offset } => ImageError::NotZero { target, offset },
+    }
+}
+
 /// The visitor that writes `disk.img` into the target.
-struct ImageWriter<'a> {
-    target: &'a File,
-    target_path: &'a Path,
+struct ImageWriter<'a, 'p> {
     archive: &'a ImageArchive,
-    zeroer: Zeroer,
-    progress: &'a mut dyn FnMut(&WriteProgress),
+    window: Option<Window<'a>>,
+    writer: Option<Writer<'p, Window<'a>>>,
+    progress: Option<&'p mut dyn FnMut(Position)>,
+    done: Option<(Window<'a>, icos_diskwrite::Record)>,
     started: Instant,
-    in_disk: bool,
     found: bool,
-    cursor: u64,
-    reported: u64,
-    pending_zero: Option<Extent>,
-    data: Vec<Extent>,
-    zeroed: Vec<Extent>,
-    hasher: Sha256,
-    data_written: u64,
-    zeros: Vec<u8>,
     failed: Option<ImageError>,
 }
 
-impl ImageWriter<'_> {
+impl ImageWriter<'_, '_> {
     fn stop(&mut self, error: ImageError) -> icos_sparse_tar::Error {
+        let path = match &error {
+            ImageError::Io { path, .. } => path.clone(),
+            _ => self.archive.path.clone(),
+        };
         self.failed = Some(error);
         icos_sparse_tar::Error::Io {
             action: "writing",
-            path: self.target_path.to_path_buf(),
+            path,
             source: io::Error::other("stopped"),
         }
     }
-
-    /// Reports `done` bytes (never less than reported before).
-    fn report_at(&mut self, done: u64) {
-        self.reported = self.reported.max(done);
-        (self.progress)(&WriteProgress {
-            done: self.reported,
-            total: self.archive.size,
-            data_written: self.data_written,
-            elapsed: self.started.elapsed(),
-        });
-    }
-
-    fn report(&mut self) {
-        self.report_at(self.cursor);
-    }
-
-    /// Zeroes the pending range, in pieces of [`ZERO_PIECE`] with a
-    /// progress report after each (writing zeros can be slow).
-    fn flush_zero(&mut self) -> Result<(), ImageError> {
-        if let Some(z) = self.pending_zero.take() {
-            let end = z.offset + z.len;
-            let mut at = z.offset;
-            while at < end {
-                let n = (end - at).min(ZERO_PIECE);
-                self.zeroer
-                    .zero(self.target, at, n)
-                    .map_err(io_err("zeroing", self.target_path))?;
-                at += n;
-                if at < end {
-                    self.report_at(at);
-                }
-            }
-            push_extent(&mut self.zeroed, z.offset, z.len);
-        }
-        Ok(())
-    }
-
-    fn hole(&mut self, offset: u64, len: u64) -> Result<(), ImageError> {
-        if len == 0 {
-            return Ok(());
-        }
-        match &mut self.pending_zero {
-            Some(z) if z.offset + z.len == offset => z.len += len,
-            _ => {
-                self.flush_zero()?;
-                self.pending_zero = Some(Extent { offset, len });
-            }
-        }
-        self.cursor = offset + len;
-        // Zero big holes as they come, so progress is real.
-        if self
-            .pending_zero
-            .is_some_and(|z| z.len >= 64 * CHUNK as u64)
-        {
-            self.flush_zero()?;
-        }
-        Ok(())
-    }
-
-    fn write_data(&mut self, offset: u64, bytes: &[u8]) -> Result<(), ImageError> {
-        if offset > self.cursor {
-            self.hole(self.cursor, offset - self.cursor)?;
-        }
-        let len = bytes.len() as u64;
-        let all_zero = match self.zeros.get(..bytes.len()) {
-            Some(zeros) => bytes == zeros,
-            None => bytes.iter().all(|&b| b == 0),
-        };
-        if all_zero {
-            self.hole(offset, len)?;
-        } else {
-            self.flush_zero()?;
-            self.target
-                .write_all_at(bytes, offset)
-                .map_err(io_err("writing", self.target_path))?;
-            self.hasher.update(bytes);
-            push_extent(&mut self.data, offset, len);
-            self.data_written += len;
-            self.cursor = offset + len;
-        }
-        self.report();
-        Ok(())
-    }
 }
 
-impl icos_sparse_tar::Visitor for ImageWriter<'_> {
+impl icos_sparse_tar::Visitor for ImageWriter<'_, '_> {
     fn begin(&mut self, info: &EntryInfo) -> Result<bool, icos_sparse_tar::Error> {
         if member_name(&info.name) != DISK_IMG {
             return Ok(false);
@@ -550,30 +322,35 @@ impl icos_sparse_tar::Visitor for ImageWriter<'_> {
             }));
         }
         self.found = true;
-        self.in_disk = true;
         self.started = Instant::now();
+        let (Some(window), Some(progress)) = (self.window.take(), self.progress.take()) else {
+            return Ok(false);
+        };
+        match Writer::new(window, info.size) {
+            Ok(w) => self.writer = Some(w.on_progress(progress)),
+            Err(e) => return Err(self.stop(image_err(e))),
+        }
         Ok(true)
     }
 
     fn data(&mut self, offset: u64, bytes: &[u8]) -> Result<(), icos_sparse_tar::Error> {
-        if !self.in_disk {
+        let Some(w) = self.writer.as_mut() else {
             return Ok(());
-        }
-        self.write_data(offset, bytes).map_err(|e| self.stop(e))
+        };
+        w.data(offset, bytes).map_err(|e| self.stop(image_err(e)))
     }
 
-    fn end(&mut self, info: &EntryInfo) -> Result<(), icos_sparse_tar::Error> {
-        if !self.in_disk {
+    fn end(&mut self, _: &EntryInfo) -> Result<(), icos_sparse_tar::Error> {
+        let Some(w) = self.writer.take() else {
             return Ok(());
+        };
+        match w.finish() {
+            Ok((window, record, _)) => {
+                self.done = Some((window, record));
+                Ok(())
+            }
+            Err(e) => Err(self.stop(image_err(e))),
         }
-        self.in_disk = false;
-        let rest = info.size.saturating_sub(self.cursor);
-        let tail = self
-            .hole(self.cursor, rest)
-            .and_then(|()| self.flush_zero());
-        tail.map_err(|e| self.stop(e))?;
-        self.report();
-        Ok(())
     }
 }
 
@@ -611,23 +388,27 @@ pub fn write_image(
             source,
         },
     })?;
+    let started = Instant::now();
+    let total = archive.size;
+    let mut reported = 0u64;
+    let mut report = |p: Position| {
+        reported = reported.max(p.done);
+        progress(&WriteProgress {
+            done: reported,
+            total,
+            data_written: p.data_written,
+            elapsed: started.elapsed(),
+        });
+    };
+    let window = Window::new(target, target_path, 0, size).with_zeroer(zeroer);
     let mut writer = ImageWriter {
-        target,
-        target_path,
         archive,
-        zeroer,
-        progress,
+        window: Some(window),
+        writer: None,
+        progress: Some(&mut report),
+        done: None,
         started: Instant::now(),
-        in_disk: false,
         found: false,
-        cursor: 0,
-        reported: 0,
-        pending_zero: None,
-        data: Vec::new(),
-        zeroed: Vec::new(),
-        hasher: Sha256::new(),
-        data_written: 0,
-        zeros: vec![0u8; CHUNK],
         failed: None,
     };
     let visited = icos_sparse_tar::visit(input, &archive.path, &mut writer);
@@ -638,56 +419,23 @@ pub fn write_image(
         archive: archive.path.clone(),
         source,
     })?;
-    if !writer.found {
+    let Some((window, record)) = writer.done.take() else {
         return Err(ImageError::MissingMember {
             archive: archive.path.clone(),
             members: members.into_iter().map(|e| e.name).collect(),
         });
-    }
+    };
     target.sync_all().map_err(io_err("syncing", target_path))?;
     Ok(Written {
         target: target_path.to_path_buf(),
         archive: archive.path.clone(),
         image_size: archive.size,
-        zero_method: writer.zeroer.used(),
+        zero_method: window.zeroer().used().or(record.zero_method),
         write_secs: writer.started.elapsed().as_secs_f64(),
-        data: writer.data,
-        zeroed: writer.zeroed,
-        data_sha256: writer.hasher.finalize().into(),
+        data: record.data,
+        zeroed: record.zeroed,
+        data_sha256: record.data_sha256,
     })
-}
-
-/// What [`verify_written`] read back.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Verified {
-    /// Bytes of data read back and hashed.
-    pub data_bytes: u64,
-    /// Bytes of zeroed ranges read back and found zero.
-    pub zero_bytes_checked: u64,
-    /// Seconds it took.
-    pub secs: f64,
-}
-
-/// The blocks of a zeroed range that [`HoleCheck::Sample`] reads.
-fn samples(extent: Extent) -> Vec<Extent> {
-    let end = extent.offset + extent.len;
-    let mut out = Vec::new();
-    let mut at = extent.offset;
-    while at < end {
-        out.push(Extent {
-            offset: at,
-            len: SAMPLE.min(end - at),
-        });
-        at = at.saturating_add(SAMPLE_EVERY);
-    }
-    let last = end.saturating_sub(SAMPLE).max(extent.offset);
-    if out.last().is_some_and(|e| e.offset != last) {
-        out.push(Extent {
-            offset: last,
-            len: end - last,
-        });
-    }
-    out
 }
 
 /// Reads back what [`write_image`] wrote (after dropping the target's
@@ -697,61 +445,16 @@ pub fn verify_written(
     written: &Written,
     holes: HoleCheck,
 ) -> Result<Verified, ImageError> {
-    let started = Instant::now();
     let path = written.target.as_path();
-    // Best effort: a target that ignores the advice is read from the cache.
-    let _ = rustix::fs::fadvise(target, 0, None, Advice::DontNeed);
-    let mut buf = vec![0u8; CHUNK];
-    let mut hasher = Sha256::new();
-    let read = |buf: &mut [u8], at: u64| {
-        target
-            .read_exact_at(buf, at)
-            .map_err(io_err("reading back", path))
+    let mut window = Window::whole(target, path).map_err(io_err("finding the size of", path))?;
+    let record = icos_diskwrite::Record {
+        size: written.image_size,
+        data: written.data.clone(),
+        zeroed: written.zeroed.clone(),
+        data_sha256: written.data_sha256,
+        zero_method: written.zero_method,
     };
-    for e in &written.data {
-        let mut at = e.offset;
-        while at < e.offset + e.len {
-            let n = usize::try_from((e.offset + e.len - at).min(CHUNK as u64)).unwrap_or(CHUNK);
-            read(&mut buf[..n], at)?;
-            hasher.update(&buf[..n]);
-            at += n as u64;
-        }
-    }
-    let actual: [u8; 32] = hasher.finalize().into();
-    if actual != written.data_sha256 {
-        return Err(ImageError::Verify {
-            target: path.to_path_buf(),
-            expected: hex::encode(written.data_sha256),
-            actual: hex::encode(actual),
-        });
-    }
-    let mut checked = 0u64;
-    for &z in &written.zeroed {
-        let parts = match holes {
-            HoleCheck::Full => vec![z],
-            HoleCheck::Sample => samples(z),
-        };
-        for p in parts {
-            let mut at = p.offset;
-            while at < p.offset + p.len {
-                let n = usize::try_from((p.offset + p.len - at).min(CHUNK as u64)).unwrap_or(CHUNK);
-                read(&mut buf[..n], at)?;
-                if let Some(i) = buf[..n].iter().position(|&b| b != 0) {
-                    return Err(ImageError::NotZero {
-                        target: path.to_path_buf(),
-                        offset: at + i as u64,
-                    });
-                }
-                at += n as u64;
-                checked += n as u64;
-            }
-        }
-    }
-    Ok(Verified {
-        data_bytes: written.data_bytes(),
-        zero_bytes_checked: checked,
-        secs: started.elapsed().as_secs_f64(),
-    })
+    icos_diskwrite::verify(&mut window, &record, holes).map_err(image_err)
 }
 
 /// Opens `target` for writing (never creating it), writes the image, syncs
