@@ -13,6 +13,9 @@ use icos_orchestrator::{
     Config, DiskPath, Metrics, NodeSelector, Orchestrator, Status, SystemctlReboot, VsockHostAgent,
 };
 
+mod follow;
+mod join;
+
 const AFTER_HELP: &str = "Exit codes:
   0  success (run --once: the pass ended up to date or with the reboot requested)
   1  failure: the pass failed, the status file is missing, ...
@@ -36,6 +39,11 @@ struct Cli {
 enum Cmd {
     /// Confirm the boot, then poll the registry and upgrade (the daemon).
     Run(Box<RunArgs>),
+    /// Register the node: generate its key if missing and, unless the
+    /// verified registry lists it, send a join request signed by the node
+    /// operator key to the registry (URL/join). Prints "Join request
+    /// successful!" and the node id; a refusal exits 1 with the reason.
+    Join(Box<join::JoinArgs>),
     /// Show the status the daemon writes.
     Status {
         /// The status file.
@@ -76,10 +84,13 @@ struct RunArgs {
         long,
         value_name = "ID",
         conflicts_with = "ipv6",
-        required_unless_present = "ipv6"
+        required_unless_present_any = ["ipv6", "node_key"]
     )]
     node_id: Option<String>,
-    /// Find this node in the registry by its IPv6 address instead.
+    #[command(flatten)]
+    node_keys: join::NodeKeyArgs,
+    /// Find this node in the registry by its IPv6 address instead (with
+    /// --node-key: the address its join request names).
     #[arg(long, value_name = "ADDR")]
     ipv6: Option<Ipv6Addr>,
     /// The running GuestOS version's file.
@@ -91,8 +102,8 @@ struct RunArgs {
     /// Serve Prometheus metrics on this address (GET /metrics).
     #[arg(long, value_name = "ADDR")]
     metrics_addr: Option<SocketAddr>,
-    /// Time between passes (e.g. 30s, 1m).
-    #[arg(long, value_name = "DURATION", default_value = "1m", value_parser = duration)]
+    /// Time between passes (e.g. 10s, 1m).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration)]
     poll: Duration,
     /// Longest wait after failed passes.
     #[arg(long, value_name = "DURATION", default_value = "15m", value_parser = duration)]
@@ -106,6 +117,8 @@ struct RunArgs {
     /// Confirm the boot, do one pass and exit.
     #[arg(long)]
     once: bool,
+    #[command(flatten)]
+    follow: follow::FollowArgs,
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -123,6 +136,13 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Cmd::Status { status_file, json } => status(&status_file, json),
         Cmd::Run(args) => run(*args),
+        Cmd::Join(args) => join::run(&args).map_err(|f| {
+            if f.bad_input {
+                Failure::BadInput(f.error)
+            } else {
+                Failure::Failed(f.error)
+            }
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -171,6 +191,17 @@ fn status(path: &std::path::Path, json: bool) -> Result<(), Failure> {
     println!("hostos target:    {}", or_none(s.hostos.target));
     println!("hostos result:    {}", or_none(s.hostos.last_result));
     println!("last error:       {}", or_none(s.last_error));
+    if let Some(r) = &s.replica {
+        println!(
+            "replica:          {} (restarts {})",
+            r.pid
+                .map(|p| format!("running, pid {p}"))
+                .unwrap_or_else(|| "not running".into()),
+            r.restarts
+        );
+        println!("replica config:   {}", or_none(r.config_source.clone()));
+        println!("replica exit:     {}", or_none(r.last_exit.clone()));
+    }
     println!("updated:          {} (unix)", s.updated);
     Ok(())
 }
@@ -200,7 +231,21 @@ fn run(args: RunArgs) -> Result<(), Failure> {
             args.version_file.display()
         )));
     }
-    let node = match (args.node_id, args.ipv6) {
+    let joined = join::node_id_for_run(
+        &args.node_keys,
+        &urls,
+        &args.root,
+        &args.datastore,
+        args.ipv6,
+    )
+    .map_err(|f| {
+        if f.bad_input {
+            Failure::BadInput(f.error)
+        } else {
+            Failure::Failed(f.error)
+        }
+    })?;
+    let node = match (joined.or(args.node_id), args.ipv6) {
         (Some(id), _) => NodeSelector::Id(id),
         (None, Some(ip)) => NodeSelector::Ipv6(ip),
         (None, None) => {
@@ -240,9 +285,11 @@ fn run(args: RunArgs) -> Result<(), Failure> {
         args.poll,
         args.max_backoff,
         args.once,
+        args.follow,
     ))
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn daemon(
     config: Config,
     disk: DiskPath,
@@ -251,6 +298,7 @@ async fn daemon(
     poll: Duration,
     max_backoff: Duration,
     once: bool,
+    follow: follow::FollowArgs,
 ) -> Result<(), Failure> {
     let metrics = Arc::new(Metrics::new());
     if let Some(addr) = metrics_addr {
@@ -273,6 +321,16 @@ async fn daemon(
         });
         tracing::info!(%addr, "serving metrics");
     }
+    let mut follower = follow::Follower::start(
+        follow,
+        &config.datastore,
+        config.node.clone(),
+        &config.status_path,
+        Arc::clone(&metrics),
+    )
+    .map_err(Failure::BadInput)?;
+    // The replica starts at once, on the last verified registry if any.
+    follower.sync();
     let mut orch = Orchestrator::new(config, disk, SystemctlReboot, host, metrics);
     // The boot is confirmed first: a failure is logged and retried at every
     // pass, it does not stop the upgrades.
@@ -292,11 +350,13 @@ async fn daemon(
             confirmed = orch.start().is_ok();
         }
         let result = orch.pass().await;
+        follower.sync();
         match &result {
             Ok(outcome) => tracing::info!(?outcome, "pass done"),
             Err(e) => tracing::warn!(error = %e, "pass failed"),
         }
         if once {
+            follower.stop().await;
             return result.map(|_| ()).map_err(|e| Failure::Failed(anyhow!(e)));
         }
         let wait = backoff.next(result.is_ok());
@@ -307,6 +367,7 @@ async fn daemon(
                     tracing::error!(error = %e, "signal handlers");
                 }
                 tracing::info!("stopping");
+                follower.stop().await;
                 return Ok(());
             }
         }

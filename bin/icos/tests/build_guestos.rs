@@ -524,3 +524,28 @@ fn tampered_root_fails_closed() {
     assert!(line.contains(PROBE_FILE), "{line}");
     assert!(!serial.contains("GUESTOS BOOT SUCCESS"), "{serial}");
 }
+
+#[test]
+fn a_trust_root_its_quorum_did_not_sign_is_refused_before_any_stage() {
+    let d = tempfile::tempdir().unwrap();
+    let junk = d.path().join("root.json");
+    fs::write(&junk, "{}").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_icos"))
+        .args(["build", "guestos", "--source"])
+        .arg(source_root())
+        .arg("--out")
+        .arg(d.path().join("out"))
+        .arg("--registry-root")
+        .arg(&junk)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("root.json")
+            && err.contains("--registry-root")
+            && err.contains("not a TUF root"),
+        "{err}"
+    );
+    assert!(!d.path().join("out").exists(), "nothing is built");
+}

@@ -11,9 +11,7 @@ use icos_packages::Lock;
 use uuid::{Uuid, uuid};
 
 use crate::boot::{self, BootArgs};
-#[cfg(test)]
-use crate::cache::sha256_bytes;
-use crate::cache::{KeyBuilder, sha256_file};
+use crate::cache::{KeyBuilder, sha256_bytes, sha256_file};
 use crate::error::{BuildError, Result};
 use crate::initramfs;
 use crate::pipeline;
@@ -127,6 +125,9 @@ pub struct GuestOsOptions {
     /// The replica binary to install as `/opt/ic/bin/replica`; `None`:
     /// `icos-testnet-replica`, built from the source tree. GuestOS only.
     pub replica: Option<PathBuf>,
+    /// The registry's trust root (a TUF `root.json` signed by its own
+    /// governance quorum), baked in as `/opt/ic/share/registry-root.json`.
+    pub registry_root: Option<PathBuf>,
     /// The cache root; `None`: [`Cache::default_location`].
     pub cache: Option<PathBuf>,
     /// Use only cached packages.
@@ -150,6 +151,7 @@ impl GuestOsOptions {
             role: Role::Replica,
             version: None,
             replica: None,
+            registry_root: None,
             cache: None,
             offline: false,
             mirror: None,
@@ -248,6 +250,17 @@ pub fn build_guestos(opts: &GuestOsOptions) -> Result<BuildReport> {
         }
     }
 
+    let registry_root = match &opts.registry_root {
+        Some(path) => {
+            icos_registry::client::check_trust_root(path).map_err(|e| BuildError::Input {
+                path: path.clone(),
+                message: format!("--registry-root: {e}"),
+            })?;
+            Some(fs::read(path).map_err(BuildError::io("reading", path))?)
+        }
+        None => None,
+    };
+
     let c = pipeline::load_common(
         &images,
         lock_path,
@@ -331,7 +344,14 @@ pub fn build_guestos(opts: &GuestOsOptions) -> Result<BuildReport> {
             .dir("overlay-role", &overlay_role)?
             .dir("overlay-env", &overlay_env)?
             .str("image-version", &version)
-            .str("epoch", &epoch.to_string());
+            .str("epoch", &epoch.to_string())
+            .str(
+                "registry-root",
+                &registry_root
+                    .as_deref()
+                    .map(sha256_bytes)
+                    .unwrap_or_default(),
+            );
         for (path, bin) in &installed {
             k = k.str(path, &sha256_file(bin)?);
         }
@@ -346,6 +366,7 @@ pub fn build_guestos(opts: &GuestOsOptions) -> Result<BuildReport> {
                 &[&overlay_common, &overlay_role, &overlay_env],
                 &installed,
                 &version,
+                registry_root.as_deref(),
             )
         })?;
         let size = file_len(&dir.join("rootfs.tar"))?;
@@ -803,6 +824,7 @@ fn customise(
     overlays: &[&Path],
     installed: &[(&str, PathBuf)],
     version: &str,
+    registry_root: Option<&[u8]>,
 ) -> Result<()> {
     let mut c = rootfs::read_rootfs_tar(raw_tar)?;
     // In order: common, role, then env (which may be absent).
@@ -823,6 +845,12 @@ fn customise(
         "opt/ic/share/version.txt",
         Node::new(Kind::File(format!("{version}\n").into_bytes()), 0o644),
     );
+    if let Some(root) = registry_root {
+        c.tree.insert(
+            "opt/ic/share/registry-root.json",
+            Node::new(Kind::File(root.to_vec()), 0o644),
+        );
+    }
     if opts.env == Env::Dev {
         rootfs::set_root_password(&mut c.tree, DEV_ROOT_PASSWORD_HASH)?;
     }

@@ -132,6 +132,8 @@ pub struct SetupOsOptions {
     pub version: Option<String>,
     /// The replica binary of the GuestOS it carries.
     pub replica: Option<PathBuf>,
+    /// The registry trust root baked into the GuestOS it carries.
+    pub registry_root: Option<PathBuf>,
     /// The commit time written to `/commit-time`; `None`: git's time of
     /// `HEAD`, else the epoch.
     pub commit_time: Option<u64>,
@@ -156,6 +158,7 @@ impl SetupOsOptions {
             env: Env::Dev,
             version: None,
             replica: None,
+            registry_root: None,
             commit_time: None,
             cache: None,
             offline: false,
@@ -303,6 +306,7 @@ pub fn build_setupos(opts: &SetupOsOptions) -> Result<SetupOsReport> {
     guest_opts.env = opts.env;
     guest_opts.version = Some(version.clone());
     guest_opts.replica = opts.replica.clone();
+    guest_opts.registry_root = opts.registry_root.clone();
     guest_opts.cache = opts.cache.clone();
     guest_opts.offline = opts.offline;
     guest_opts.mirror = opts.mirror.clone();

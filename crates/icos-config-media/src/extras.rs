@@ -57,8 +57,9 @@ pub struct Extras {
     /// `routing_table.json`: the boundary router's routing table
     /// (Boundary-GuestOS).
     pub routing_table: Option<Vec<u8>>,
-    /// `registry_root.json`: a registry trust root replacing the image's
-    /// (dev/testnet networks with their own governance keys).
+    /// `registry_root.json`: a registry trust root for an image built
+    /// without one (dev/testnet networks with their own governance keys);
+    /// an image with its own trust root ignores it.
     pub registry_root: Option<Vec<u8>>,
 }
 

@@ -13,7 +13,7 @@
 //! | `accounts_ssh_authorized_keys/{admin,backup,readonly}` | dev images |
 //! | `nns_public_key_override.pem` | dev images |
 //! | `routing_table.json` | Boundary-GuestOS: the router's routing table |
-//! | `registry_root.json` | dev/testnet: a registry trust root replacing the image's |
+//! | `registry_root.json` | dev/testnet: a registry trust root for an image built without one |
 //!
 //! # Writing: byte-identical for the same inputs
 //!

@@ -6,13 +6,26 @@
 //!
 //! * one `--registry-url` per `icos_settings.nns_urls` entry (the registry
 //!   is served where the NNS is);
-//! * `--root`: the registry trust root, `/run/config/registry_root.json`
-//!   when the CONFIG media carried one (dev and test networks with their
-//!   own governance keys), else the image's `/opt/ic/share/registry-root.json`;
+//! * `--root`: the registry trust root baked into the image
+//!   (`/opt/ic/share/registry-root.json`, `icos build guestos
+//!   --registry-root`), as IC bakes the NNS public key; only an image built
+//!   without one takes `/run/config/registry_root.json` from the CONFIG
+//!   media (dev and test networks with their own governance keys), so the
+//!   host cannot swap the trust root of an image that has one;
 //! * `--ipv6`: the node's address, which finds it in the registry: the
 //!   `Fixed` address, or the `Deterministic` one derived from the
 //!   management MAC as the network step derives it;
-//! * `--no-hostos` when the VM has no vsock device (no HostOS to ask).
+//! * `--no-hostos` when the VM has no vsock device (no HostOS to ask);
+//! * `--node-key` and `--operator-key` when the node operator key from the
+//!   CONFIG media is on the store (`/var/lib/ic/data/node_operator_private_key.pem`):
+//!   the orchestrator generates the node key at first boot
+//!   ([`NODE_KEY`], on the store, which survives reboots and upgrades;
+//!   `/var` is per slot and wiped by upgrades), joins the registry with a
+//!   request signed by the operator key for the `--ipv6` address unless
+//!   it is registered already, and then follows the registry by the id of
+//!   the node key. Without the operator key, a node key left by an earlier
+//!   join still selects the node by id (`--node-key` alone); with neither,
+//!   the node is found by its address.
 //!
 //! When one of them is missing (no trust root, no NNS URL, or an address
 //! only router advertisements will give), no file is written and the step
@@ -32,6 +45,28 @@ use crate::{InitError, Paths, Result, write_file};
 /// The environment file name under [`Paths::node_config_dir`].
 pub const ORCHESTRATOR_ENV: &str = "orchestrator.env";
 
+/// The node's private key (a GuestOS path on the store).
+pub const NODE_KEY: &str = "/var/lib/ic/data/crypto/node_key.pem";
+
+/// The node operator key as the bootstrap step writes it (a GuestOS path).
+pub const NODE_OPERATOR_KEY: &str = "/var/lib/ic/data/node_operator_private_key.pem";
+
+/// How the node identifies itself to the registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identity {
+    /// By its IPv6 address (no node or operator key).
+    Address,
+    /// By the id of its node key (GuestOS path), registered before.
+    NodeKey(PathBuf),
+    /// Join first with the operator key, then by the node key's id.
+    Join {
+        /// The node key (generated when missing).
+        node_key: PathBuf,
+        /// The node operator key.
+        operator_key: PathBuf,
+    },
+}
+
 /// What the orchestrator is started with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
@@ -43,6 +78,8 @@ pub struct Settings {
     pub ipv6: Ipv6Addr,
     /// Whether HostOS is reachable over vsock.
     pub hostos: bool,
+    /// How the node identifies itself.
+    pub identity: Identity,
 }
 
 /// Why the orchestrator does not run on this boot.
@@ -111,10 +148,15 @@ pub fn settings(
     config: &GuestOSConfig,
     hostos: bool,
 ) -> Result<std::result::Result<Settings, Off>> {
-    let root = if paths.registry_root().is_file() {
-        "/run/config/registry_root.json"
-    } else if paths.builtin_registry_root().is_file() {
+    let root = if paths.builtin_registry_root().is_file() {
+        if paths.registry_root().is_file() {
+            tracing::warn!(
+                "the CONFIG media's registry_root.json is ignored: the image has its own trust root"
+            );
+        }
         "/opt/ic/share/registry-root.json"
+    } else if paths.registry_root().is_file() {
+        "/run/config/registry_root.json"
     } else {
         return Ok(Err(Off::NoTrustRoot));
     };
@@ -130,11 +172,22 @@ pub fn settings(
     let Some(ipv6) = node_ipv6(config)? else {
         return Ok(Err(Off::AddressFromRouterAdvertisements));
     };
+    let identity = if paths.node_operator_key().is_file() {
+        Identity::Join {
+            node_key: PathBuf::from(NODE_KEY),
+            operator_key: PathBuf::from(NODE_OPERATOR_KEY),
+        }
+    } else if paths.at(NODE_KEY).is_file() {
+        Identity::NodeKey(PathBuf::from(NODE_KEY))
+    } else {
+        Identity::Address
+    };
     Ok(Ok(Settings {
         registry_urls,
         root: PathBuf::from(root),
         ipv6,
         hostos,
+        identity,
     }))
 }
 
@@ -145,6 +198,23 @@ pub fn render(s: &Settings) -> String {
         let _ = write!(args, "--registry-url {url} ");
     }
     let _ = write!(args, "--root {} --ipv6 {}", s.root.display(), s.ipv6);
+    match &s.identity {
+        Identity::Address => {}
+        Identity::NodeKey(key) => {
+            let _ = write!(args, " --node-key {}", key.display());
+        }
+        Identity::Join {
+            node_key,
+            operator_key,
+        } => {
+            let _ = write!(
+                args,
+                " --node-key {} --operator-key {}",
+                node_key.display(),
+                operator_key.display()
+            );
+        }
+    }
     if !s.hostos {
         args.push_str(" --no-hostos");
     }
@@ -196,16 +266,16 @@ mod tests {
     }
 
     #[test]
-    fn the_media_root_wins_over_the_image_one() {
+    fn the_image_root_wins_over_the_media_one() {
         let d = tempfile::tempdir().unwrap();
         let p = Paths::new(d.path());
         let c = fixed("2001:db8::5/64");
-        write_file(&p.builtin_registry_root(), b"{}", 0o644).unwrap();
-        let s = apply(&p, &c, true).unwrap().unwrap();
-        assert_eq!(s.root, Path::new("/opt/ic/share/registry-root.json"));
         write_file(&p.registry_root(), b"{}", 0o644).unwrap();
-        let s = apply(&p, &c, false).unwrap().unwrap();
+        let s = apply(&p, &c, true).unwrap().unwrap();
         assert_eq!(s.root, Path::new("/run/config/registry_root.json"));
+        write_file(&p.builtin_registry_root(), b"{}", 0o644).unwrap();
+        let s = apply(&p, &c, false).unwrap().unwrap();
+        assert_eq!(s.root, Path::new("/opt/ic/share/registry-root.json"));
         assert_eq!(s.ipv6, "2001:db8::5".parse::<Ipv6Addr>().unwrap());
         let urls: Vec<String> = c
             .icos_settings
@@ -218,7 +288,7 @@ mod tests {
             std::fs::read_to_string(env(&p)).unwrap(),
             format!(
                 "# Generated at boot by icos-guestos-init from /run/config/config.json.\n\
-                 ORCHESTRATOR_ARGS={}--root /run/config/registry_root.json --ipv6 2001:db8::5 --no-hostos\n",
+                 ORCHESTRATOR_ARGS={}--root /opt/ic/share/registry-root.json --ipv6 2001:db8::5 --no-hostos\n",
                 urls.concat()
             )
         );
@@ -245,6 +315,58 @@ mod tests {
         assert!(!env(&p).exists());
         assert!(apply(&p, &c, true).unwrap().is_ok());
         assert!(env(&p).exists());
+    }
+
+    #[test]
+    fn with_the_operator_key_the_node_joins_then_follows_its_id() {
+        let d = tempfile::tempdir().unwrap();
+        let p = Paths::new(d.path());
+        let c = fixed("2001:db8::5/64");
+        write_file(&p.registry_root(), b"{}", 0o644).unwrap();
+        assert_eq!(p.node_operator_key(), p.at(NODE_OPERATOR_KEY));
+        let urls: String = c
+            .icos_settings
+            .nns_urls
+            .iter()
+            .map(|u| format!("--registry-url {u} "))
+            .collect();
+        let expect = |tail: &str| {
+            format!(
+                "# Generated at boot by icos-guestos-init from /run/config/config.json.\n\
+                 ORCHESTRATOR_ARGS={urls}--root /run/config/registry_root.json --ipv6 2001:db8::5{tail}\n"
+            )
+        };
+        // No key: found by address.
+        assert_eq!(
+            apply(&p, &c, true).unwrap().unwrap().identity,
+            Identity::Address
+        );
+        assert_eq!(std::fs::read_to_string(env(&p)).unwrap(), expect(""));
+        // The operator key from the media: join first.
+        write_file(&p.node_operator_key(), b"KEY", 0o400).unwrap();
+        let s = apply(&p, &c, true).unwrap().unwrap();
+        assert_eq!(
+            s.identity,
+            Identity::Join {
+                node_key: PathBuf::from("/var/lib/ic/data/crypto/node_key.pem"),
+                operator_key: PathBuf::from("/var/lib/ic/data/node_operator_private_key.pem"),
+            }
+        );
+        assert_eq!(
+            std::fs::read_to_string(env(&p)).unwrap(),
+            expect(
+                " --node-key /var/lib/ic/data/crypto/node_key.pem \
+                 --operator-key /var/lib/ic/data/node_operator_private_key.pem"
+            )
+        );
+        // The operator key removed after the join: the node key remains.
+        std::fs::remove_file(p.node_operator_key()).unwrap();
+        write_file(&p.at(NODE_KEY), b"NODE KEY", 0o600).unwrap();
+        apply(&p, &c, false).unwrap().unwrap();
+        assert_eq!(
+            std::fs::read_to_string(env(&p)).unwrap(),
+            expect(" --node-key /var/lib/ic/data/crypto/node_key.pem --no-hostos")
+        );
     }
 
     #[test]

@@ -36,15 +36,21 @@ pub const TESTNET_JSON: &str = "testnet.json";
 /// The environment file name under [`Paths::node_config_dir`].
 pub const REPLICA_ENV: &str = "replica.env";
 
-/// The testnet configuration for `config` (pretty JSON with a final newline).
-pub fn testnet_json(config: &GuestOSConfig) -> String {
+/// The testnet's root key seed for `config` (hex): the SHA-256 of
+/// `icos guestos testnet v1` and the NNS URLs, one a line.
+pub fn root_key_seed(config: &GuestOSConfig) -> String {
     let mut h = Sha256::new();
     h.update(b"icos guestos testnet v1\n");
     for url in &config.icos_settings.nns_urls {
         h.update(url.as_str().as_bytes());
         h.update(b"\n");
     }
-    let seed = hex::encode(h.finalize());
+    hex::encode(h.finalize())
+}
+
+/// The testnet configuration for `config` (pretty JSON with a final newline).
+pub fn testnet_json(config: &GuestOSConfig) -> String {
+    let seed = root_key_seed(config);
     let value = serde_json::json!({
         "root_key_seed": seed,
         "subnets": [{

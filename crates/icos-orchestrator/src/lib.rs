@@ -23,6 +23,11 @@
 //!   `GetHostOSVersion`) and asks HostOS to upgrade itself (`upgrade` with
 //!   URL and hash).
 //!
+//! - Before following the registry by node id, [`register`] generates the
+//!   node key at first boot and, when the node is not registered and a
+//!   node operator key is given, sends a join request to the registry
+//!   service (`POST <registry URL>/join`).
+//!
 //! Progress is the [`State`] machine (an enum and the pure [`transition`]
 //! function), exported as Prometheus [`Metrics`] and written as a
 //! [`Status`] JSON file after every transition.
@@ -30,11 +35,22 @@
 //! Side effects are seams: [`DiskSource`] (a path, or any
 //! `icos_slots::Device`), [`Rebooter`] (`systemctl reboot`), [`HostAgent`]
 //! (vsock); downloads and the registry take URLs.
+//!
+//! Beside the upgrades, after each registry check the daemon keeps the
+//! node in line with the registry: [`replica`] supervises the payload
+//! (its configuration from the GuestOS config and the registry; restarts
+//! with backoff), and [`access`] writes the `readonly` and `backup` SSH
+//! keys and loads the nftables ruleset with the registry's rules.
 
+pub mod access;
+pub mod attempt;
 pub mod download;
 pub mod error;
+mod files;
 pub mod metrics;
 pub mod orchestrator;
+pub mod register;
+pub mod replica;
 pub mod seams;
 pub mod state;
 pub mod target;

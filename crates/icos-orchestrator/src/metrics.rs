@@ -1,8 +1,8 @@
 //! Prometheus metrics and the status file.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -25,6 +25,11 @@ struct PhaseLabel {
     phase: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WhatLabel {
+    what: String,
+}
+
 /// The orchestrator's metrics (`icos_orchestrator_*`).
 #[derive(Debug)]
 pub struct Metrics {
@@ -37,6 +42,12 @@ pub struct Metrics {
     downloaded_counter: Counter,
     phase_seconds: Family<PhaseLabel, Histogram>,
     registry_version: Gauge,
+    /// Restarts of the supervised replica.
+    pub replica_restarts: Counter,
+    /// 1 while the supervised replica runs.
+    pub replica_up: Gauge,
+    access_updates: Family<WhatLabel, Counter>,
+    rollbacks: Counter,
 }
 
 impl Default for Metrics {
@@ -88,6 +99,30 @@ impl Metrics {
             "Version of the registry the orchestrator follows",
             registry_version.clone(),
         );
+        let rollbacks = Counter::default();
+        registry.register(
+            "rollbacks",
+            "Upgrades installed and booted that never confirmed, so GRUB went back to the old slot",
+            rollbacks.clone(),
+        );
+        let replica_restarts = Counter::default();
+        registry.register(
+            "replica_restarts",
+            "Restarts of the replica payload (after an exit or a new configuration)",
+            replica_restarts.clone(),
+        );
+        let replica_up = Gauge::default();
+        registry.register(
+            "replica_up",
+            "1 while the replica payload runs",
+            replica_up.clone(),
+        );
+        let access_updates = Family::<WhatLabel, Counter>::default();
+        registry.register(
+            "access_updates",
+            "Changes made to follow the registry (ssh_readonly, ssh_backup, firewall)",
+            access_updates.clone(),
+        );
         for name in State::NAMES {
             state
                 .get_or_create(&StateLabel {
@@ -104,6 +139,10 @@ impl Metrics {
             downloaded_counter,
             phase_seconds,
             registry_version,
+            replica_restarts,
+            replica_up,
+            access_updates,
+            rollbacks,
         };
         m.sync_downloaded();
         m
@@ -148,6 +187,21 @@ impl Metrics {
     pub fn registry(&self, version: u64) {
         self.registry_version
             .set(i64::try_from(version).unwrap_or(i64::MAX));
+    }
+
+    /// Records an upgrade found rolled back.
+    pub fn rolled_back(&self) {
+        self.rollbacks.inc();
+    }
+
+    /// Counts one change made to follow the registry (`ssh_readonly`,
+    /// `ssh_backup`, `firewall`).
+    pub fn access_updated(&self, what: &str) {
+        self.access_updates
+            .get_or_create(&WhatLabel {
+                what: what.to_owned(),
+            })
+            .inc();
     }
 
     /// The text exposition format.
@@ -198,14 +252,67 @@ pub struct Status {
     pub last_error: Option<String>,
     /// HostOS.
     pub hostos: HostosStatus,
+    /// The supervised replica, when the orchestrator runs it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<ReplicaStatus>,
+    /// Upgrades that never confirmed their boot; their packages are not
+    /// installed again.
+    #[serde(default)]
+    pub failed_upgrades: Vec<crate::attempt::FailedUpgrade>,
+    /// Why the registry's target is not being installed, if it is not.
+    #[serde(default)]
+    pub not_retrying: Option<String>,
     /// Unix time this file was written.
     pub updated: u64,
 }
 
+/// What the status file says about the supervised replica.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaStatus {
+    /// The process id while it runs.
+    pub pid: Option<u32>,
+    /// Unix time it was last started.
+    pub started: Option<u64>,
+    /// Restarts since the orchestrator started.
+    pub restarts: u64,
+    /// How it last ended (exit status, signal, or why it could not start).
+    pub last_exit: Option<String>,
+    /// Where its configuration came from (the GuestOS config alone, or the
+    /// registry version, subnet and node index).
+    pub config_source: Option<String>,
+}
+
+/// Status writes of one process take turns: the upgrade passes and the
+/// replica supervisor both write the file.
+static WRITE_LOCK: Mutex<()> = Mutex::new(());
+
 impl Status {
     /// Writes the status as JSON to `path`, atomically (temporary file,
-    /// then rename).
+    /// then rename). Without a `replica` section of its own, the one
+    /// already in the file is kept (the supervisor writes it).
     pub fn write(&self, path: &Path) -> Result<(), Error> {
+        let _turn = WRITE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        if self.replica.is_none()
+            && let Ok(old) = Status::read(path)
+            && old.replica.is_some()
+        {
+            let mut merged = self.clone();
+            merged.replica = old.replica;
+            return merged.write_unlocked(path);
+        }
+        self.write_unlocked(path)
+    }
+
+    /// Replaces the `replica` section of the file at `path` (a default
+    /// status when there is none yet).
+    pub fn write_replica(path: &Path, replica: &ReplicaStatus) -> Result<(), Error> {
+        let _turn = WRITE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let mut status = Status::read(path).unwrap_or_default();
+        status.replica = Some(replica.clone());
+        status.write_unlocked(path)
+    }
+
+    fn write_unlocked(&self, path: &Path) -> Result<(), Error> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, "creating", e))?;
         }
@@ -246,6 +353,10 @@ mod tests {
         m.downloaded.fetch_add(1234, Ordering::Relaxed);
         m.phase("downloading", 2.5);
         m.registry(7);
+        m.replica_restarts.inc_by(2);
+        m.replica_up.set(1);
+        m.access_updated("firewall");
+        m.rolled_back();
         let text = m.render();
         for line in [
             "icos_orchestrator_state{state=\"downloading\"} 1",
@@ -255,6 +366,10 @@ mod tests {
             "icos_orchestrator_phase_duration_seconds_count{phase=\"downloading\"} 1",
             "icos_orchestrator_transitions_total{state=\"downloading\"} 1",
             "icos_orchestrator_registry_version 7",
+            "icos_orchestrator_replica_restarts_total 2",
+            "icos_orchestrator_replica_up 1",
+            "icos_orchestrator_access_updates_total{what=\"firewall\"} 1",
+            "icos_orchestrator_rollbacks_total 1",
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }
@@ -272,6 +387,17 @@ mod tests {
         };
         s.write(&path).unwrap();
         assert_eq!(Status::read(&path).unwrap(), s);
+        // The supervisor's section survives the passes' writes.
+        let r = ReplicaStatus {
+            pid: Some(42),
+            restarts: 3,
+            ..ReplicaStatus::default()
+        };
+        Status::write_replica(&path, &r).unwrap();
+        s.write(&path).unwrap();
+        let back = Status::read(&path).unwrap();
+        assert_eq!(back.replica, Some(r));
+        assert_eq!(back.running_version, "v1");
         let err = Status::read(&dir.path().join("none.json")).unwrap_err();
         assert!(err.to_string().contains("none.json: reading"), "{err}");
     }

@@ -11,6 +11,7 @@ use icos_registry::client::{ClientOptions, fetch_any};
 use icos_slots::Step;
 use url::Url;
 
+use crate::attempt::{Attempt, FailedUpgrade, Records, Verdict, judge};
 use crate::download::{self, DownloadOptions};
 use crate::error::Error;
 use crate::metrics::{HostosStatus, Metrics, Status};
@@ -50,6 +51,11 @@ impl Config {
     pub fn releases_dir(&self) -> PathBuf {
         self.datastore.join("releases")
     }
+
+    /// The upgrade attempt and failed upgrades, kept in the datastore.
+    pub fn records(&self) -> Records {
+        Records::new(&self.datastore)
+    }
 }
 
 /// How a pass ended.
@@ -61,6 +67,9 @@ pub enum Outcome {
     RebootRequested(String),
     /// Still waiting for the reboot asked for before.
     RebootPending(String),
+    /// The registry names a package that was installed before and never
+    /// confirmed its boot; the node stays on the running version.
+    NotRetrying(String),
 }
 
 fn now() -> u64 {
@@ -81,6 +90,7 @@ pub struct Orchestrator<D, R, H> {
     status: Status,
     metrics: Arc<Metrics>,
     last_registry: Option<(icos_registry::Registry, String)>,
+    failed: Vec<FailedUpgrade>,
 }
 
 impl<D: DiskSource, R: Rebooter, H: HostAgent> Orchestrator<D, R, H> {
@@ -108,6 +118,7 @@ impl<D: DiskSource, R: Rebooter, H: HostAgent> Orchestrator<D, R, H> {
             status,
             metrics,
             last_registry: None,
+            failed: Vec::new(),
         }
     }
 
@@ -168,6 +179,17 @@ impl<D: DiskSource, R: Rebooter, H: HostAgent> Orchestrator<D, R, H> {
     /// happen: the state becomes `RebootPending` and the reboot is asked
     /// for again.
     pub fn start(&mut self) -> Result<(), Error> {
+        let records = self.config.records();
+        self.failed = records.failed().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "failed upgrades not readable; starting without them");
+            Vec::new()
+        });
+        let attempt = records.attempt().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "upgrade attempt record not readable; ignored");
+            None
+        });
+        let (_, state) = self.disk.open()?.read_state()?;
+        let verdict = judge(attempt, state, now());
         if let Some(label) = self.committed_slot()? {
             self.status.boot_confirm = Some(format!(
                 "not confirmed: an upgrade of {label} is committed (first_boot) but not booted yet"
@@ -186,8 +208,44 @@ impl<D: DiskSource, R: Rebooter, H: HostAgent> Orchestrator<D, R, H> {
         );
         tracing::info!(disk = %self.disk.name(), "boot confirmed: {text}");
         self.status.boot_confirm = Some(text);
+        self.settle(&records, verdict);
+        self.status.failed_upgrades = self.failed.clone();
         self.write_status();
         Ok(())
+    }
+
+    /// Acts on what became of the last upgrade, once the boot is
+    /// confirmed: the record is cleared, and a rollback is remembered.
+    fn settle(&mut self, records: &Records, verdict: Verdict) {
+        match verdict {
+            Verdict::Nothing | Verdict::Pending => return,
+            Verdict::Booted(a) => tracing::info!(
+                from = %a.from_version,
+                to = %a.version,
+                slot = %a.slot,
+                "upgrade booted and confirmed"
+            ),
+            Verdict::Interrupted(a) => tracing::warn!(
+                version = %a.version,
+                slot = %a.slot,
+                "an install stopped before its commit; the spare slot is invalid and the next pass starts over"
+            ),
+            Verdict::RolledBack(f) => {
+                tracing::warn!(version = %f.version, reason = %f.reason, "upgrade rolled back");
+                self.status.last_error = Some(format!("upgrade rolled back: {}", f.reason));
+                self.metrics.rolled_back();
+                match records.add_failed(f.clone()) {
+                    Ok(all) => self.failed = all,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "failed upgrade not recorded");
+                        self.failed.push(f);
+                    }
+                }
+            }
+        }
+        if let Err(e) = records.clear() {
+            tracing::warn!(error = %e, "upgrade attempt record not removed");
+        }
     }
 
     /// The slot of an upgrade that is committed (`first_boot`) and waits
@@ -247,6 +305,25 @@ impl<D: DiskSource, R: Rebooter, H: HostAgent> Orchestrator<D, R, H> {
             self.write_status();
             return Ok(Outcome::UpToDate);
         };
+        if let Some(failed) = self
+            .failed
+            .iter()
+            .find(|f| f.version == release.version && f.sha256 == release.sha256)
+        {
+            let why = format!(
+                "not installing {} again: {}; staying on {} until the registry names another version",
+                release.version, failed.reason, self.config.running_version
+            );
+            if self.status.not_retrying.as_deref() != Some(why.as_str()) {
+                tracing::warn!("{why}");
+            }
+            self.status.not_retrying = Some(why);
+            self.apply(Event::UpToDate);
+            self.check_hostos();
+            self.write_status();
+            return Ok(Outcome::NotRetrying(release.version));
+        }
+        self.status.not_retrying = None;
         self.apply(Event::Target(release.version.clone()));
 
         // Downloading.
@@ -286,7 +363,25 @@ impl<D: DiskSource, R: Rebooter, H: HostAgent> Orchestrator<D, R, H> {
         self.apply(Event::HashOk);
 
         // Installing and committing (icos-slots keeps the order: invalidate,
-        // write, sync, read back, then flip grubenv).
+        // write, sync, read back, then flip grubenv). The attempt is on
+        // record before the spare slot is touched, so the next start can
+        // tell a rollback from an interrupted install.
+        let records = self.config.records();
+        let mut attempt = match self.disk.open().and_then(|mut d| d.read_state()) {
+            Ok((_, state)) => Attempt {
+                version: release.version.clone(),
+                sha256: release.sha256.clone(),
+                slot: state.upgrade_target(),
+                from_slot: state.alternative,
+                from_version: self.config.running_version.clone(),
+                committed: false,
+                at: now(),
+            },
+            Err(e) => return Err(self.fail(e.into())),
+        };
+        if let Err(e) = records.record(&attempt) {
+            return Err(self.fail(e));
+        }
         let started = Instant::now();
         let mut written_at = None;
         let mut install = || -> Result<icos_slots::InstallReport, Error> {
@@ -334,6 +429,12 @@ impl<D: DiskSource, R: Rebooter, H: HostAgent> Orchestrator<D, R, H> {
                 image = %report.version,
                 "the package's VERSION.TXT is not the elected version id"
             );
+        }
+        attempt.committed = true;
+        attempt.at = now();
+        if let Err(e) = records.record(&attempt) {
+            // The commit stands; the next start judges by grubenv alone.
+            tracing::warn!(error = %e, "upgrade attempt not marked committed");
         }
         self.apply(Event::Committed);
         // The package is in the slot; the download is no longer needed.

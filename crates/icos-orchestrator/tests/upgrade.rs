@@ -19,6 +19,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use icos_grubenv::{BootCycle, BootState, GrubEnv, Slot};
 use icos_layout::{Layout, Partition, PartitionType};
+use icos_orchestrator::attempt::ATTEMPT_FILE;
 use icos_orchestrator::download::DownloadOptions;
 use icos_orchestrator::{
     Config, DiskSource, Error, HostAgent, Metrics, NodeSelector, Orchestrator, Outcome, Rebooter,
@@ -759,7 +760,10 @@ async fn a_power_cut_at_any_point_of_the_install_leaves_a_bootable_disk() {
     // Cuts: at the first write, inside the invalidation, in the middle of
     // the members, and after everything but the grubenv sector.
     for budget in [0, MIB / 2, total / 2, total - 512] {
+        // A fresh node each time: the disk and the datastore (whose attempt
+        // record of the last round would otherwise read as a rollback).
         fs::write(&net.disk, &pristine).unwrap();
+        let _ = fs::remove_dir_all(net.tmp.path().join("datastore"));
         let mut orch = net.orchestrator("v1", Some(budget), None);
         orch.start().unwrap();
         let err = orch.pass().await.unwrap_err();
@@ -931,4 +935,98 @@ async fn a_failed_reboot_request_is_repeated_without_installing_again() {
     assert_eq!(net.reboots.0.load(Ordering::SeqCst), 1);
     assert_eq!(file_sha(&net.disk), committed, "installed twice");
     assert_eq!(orch.state().name(), "reboot_pending");
+}
+
+/// A version that boots but never confirms: GRUB goes back to the old
+/// slot at the next boot, the old version's orchestrator finds the
+/// rollback, remembers it, does not install that package again, and
+/// follows the registry as soon as it names another version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_that_never_confirms_is_rolled_back_and_not_installed_again() {
+    let net = network().await;
+    let mut orch = net.orchestrator("v1", None, None);
+    orch.start().unwrap();
+    let (v2, _, _) = update_image("v2", 20);
+    net.elect("v2", "v2.tar.zst", &v2, None);
+    net.deploy("v2");
+    assert_eq!(
+        orch.pass().await.unwrap(),
+        Outcome::RebootRequested("v2".into())
+    );
+    let record = net.tmp.path().join("datastore").join(ATTEMPT_FILE);
+    let attempt: serde_json::Value = serde_json::from_slice(&fs::read(&record).unwrap()).unwrap();
+    assert_eq!(attempt["version"], "v2");
+    assert_eq!(attempt["slot"], "B");
+    assert_eq!(attempt["committed"], true);
+
+    // v2 boots on trial and dies before its orchestrator confirms; the
+    // next boot rolls back.
+    grub_boot(&net.disk);
+    grub_boot(&net.disk);
+    assert_eq!(
+        boot_state(&net.disk),
+        BootState::new(Slot::A, BootCycle::Stable)
+    );
+
+    let mut back = net.orchestrator("v1", None, None);
+    back.start().unwrap();
+    assert!(!record.exists(), "the attempt is judged and cleared");
+    let failed = &back.status().failed_upgrades;
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(
+        (failed[0].version.as_str(), failed[0].slot),
+        ("v2", Slot::B)
+    );
+    assert!(
+        back.status()
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("did not confirm its boot")),
+        "{:?}",
+        back.status().last_error
+    );
+    let before = file_sha(&net.disk);
+    assert_eq!(
+        back.pass().await.unwrap(),
+        Outcome::NotRetrying("v2".into())
+    );
+    assert_eq!(back.state(), &State::Idle);
+    assert!(
+        back.status()
+            .not_retrying
+            .as_deref()
+            .is_some_and(|w| w.contains("not installing v2 again")),
+        "{:?}",
+        back.status().not_retrying
+    );
+    assert_eq!(file_sha(&net.disk), before, "nothing written");
+    assert_eq!(net.reboots.0.load(Ordering::SeqCst), 1);
+
+    // Remembered across restarts.
+    let mut restarted = net.orchestrator("v1", None, None);
+    restarted.start().unwrap();
+    assert_eq!(
+        restarted.pass().await.unwrap(),
+        Outcome::NotRetrying("v2".into())
+    );
+
+    // Governance names a fixed v3: the node follows.
+    let (v3, boot, _) = update_image("v3", 30);
+    net.elect("v3", "v3.tar.zst", &v3, None);
+    net.deploy("v3");
+    assert_eq!(
+        restarted.pass().await.unwrap(),
+        Outcome::RebootRequested("v3".into())
+    );
+    assert_eq!(restarted.status().not_retrying, None);
+    assert_eq!(net.slot_bytes("B_boot", boot.len()), boot);
+    grub_boot(&net.disk);
+    let mut v3_orch = net.orchestrator("v3", None, None);
+    v3_orch.start().unwrap();
+    assert_eq!(
+        boot_state(&net.disk),
+        BootState::new(Slot::B, BootCycle::Stable)
+    );
+    assert!(!record.exists());
+    assert_eq!(v3_orch.status().failed_upgrades.len(), 1);
 }

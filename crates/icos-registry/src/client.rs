@@ -417,6 +417,55 @@ fn read_root(path: &Path) -> Result<(Vec<u8>, Root), FetchError> {
     Ok((bytes, root.signed))
 }
 
+/// What a trust root says, once checked by [`check_trust_root`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TrustRoot {
+    /// The root metadata's version.
+    pub version: u64,
+    /// Governance signatures needed for root and targets.
+    pub threshold: u64,
+    /// Governance key ids (root role), sorted.
+    pub governance_keys: Vec<String>,
+}
+
+/// Checks that `path` holds a TUF root that its own governance quorum
+/// signed (the file baked into images as the registry's trust root).
+pub fn check_trust_root(path: &Path) -> Result<TrustRoot, FetchError> {
+    let bytes = std::fs::read(path).map_err(|e| FetchError::Local {
+        path: path.to_owned(),
+        detail: e.to_string(),
+    })?;
+    let root: Signed<Root> = serde_json::from_slice(&bytes).map_err(|e| FetchError::Local {
+        path: path.to_owned(),
+        detail: format!("not a TUF root: {e}"),
+    })?;
+    root.signed
+        .verify_role(&root)
+        .map_err(|e| FetchError::Local {
+            path: path.to_owned(),
+            detail: format!("not signed by its own governance quorum: {e}"),
+        })?;
+    let role = root
+        .signed
+        .roles
+        .get(&RoleType::Root)
+        .ok_or_else(|| FetchError::Local {
+            path: path.to_owned(),
+            detail: "no root role".into(),
+        })?;
+    let mut governance_keys: Vec<String> = role
+        .keyids
+        .iter()
+        .map(|k| hex::encode(k.as_ref()))
+        .collect();
+    governance_keys.sort();
+    Ok(TrustRoot {
+        version: root.signed.version.get(),
+        threshold: role.threshold.get(),
+        governance_keys,
+    })
+}
+
 /// The last verified registry kept in `datastore`, if any.
 pub fn kept(datastore: &Path) -> Option<Verified> {
     let bytes = std::fs::read(datastore.join(KEPT_REGISTRY)).ok()?;

@@ -485,3 +485,198 @@ async fn nodes_join_without_a_vote_within_the_allowance() {
     assert_eq!(v.registry.subnet_of(&id), Some(crate::model::tests::SUBNET));
     assert_eq!(v.registry.node_operators[&op_id].allowance, 0);
 }
+
+#[tokio::test]
+async fn the_join_service_admits_over_http_one_at_a_time() {
+    use crate::join::{JOIN_SUCCESS, JoinRequest, JoinResponse};
+    use crate::serve::{JoinService, MAX_JOIN_BODY};
+    use std::net::Ipv6Addr;
+    use std::sync::Arc;
+
+    let n = net();
+    let dir = n._tmp.path().join("nodes");
+    ok(std::fs::create_dir_all(&dir));
+    let op = ok(SigningKey::generate(&dir.join("op.pem")));
+    let add_op = Proposal::AddNodeOperator {
+        public_key: hex::encode(op.public_bytes()),
+        allowance: 2,
+    };
+    pass(&n, &ok(n.repo.propose(add_op, "", &Lifetimes::default())).0);
+
+    // A key that is not the online key is refused at start.
+    let wrong = JoinService::new(
+        n.repo.dir().to_owned(),
+        ok(SigningKey::load(n.gov[0].path())),
+        Lifetimes::default(),
+    );
+    assert!(matches!(wrong, Err(RepoError::WrongOnlineKey { .. })));
+    let online = ok(SigningKey::load(n.online.path()));
+    let service = Arc::new(ok(JoinService::new(
+        n.repo.dir().to_owned(),
+        online,
+        Lifetimes::default(),
+    )));
+
+    let (listener, addr) = ok(crate::serve::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(crate::serve::serve_with_join(
+        listener,
+        n.repo.dir().to_owned(),
+        Some(service),
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
+    let http = reqwest::Client::new();
+    let url = format!("http://{addr}/join");
+    let post = |body: Vec<u8>| {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            let resp = ok(http.post(url).body(body).send().await);
+            let status = resp.status().as_u16();
+            let v: serde_json::Value = ok(serde_json::from_slice(&ok(resp.bytes().await)));
+            (status, v)
+        }
+    };
+    let ip = |x| Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, x);
+    let node = |i: u8| ok(SigningKey::generate(&dir.join(format!("node-{i}.pem"))));
+
+    // Two nodes at once: both admitted, in turn, each with its own
+    // admission (the allowance was 2).
+    let (n1, n2) = (node(1), node(2));
+    let r1 = ok(serde_json::to_vec(&JoinRequest::sign(&n1, &op, ip(1))));
+    let r2 = ok(serde_json::to_vec(&JoinRequest::sign(&n2, &op, ip(2))));
+    let ((s1, v1), (s2, v2)) = tokio::join!(post(r1.clone()), post(r2));
+    assert_eq!((s1, s2), (200, 200), "{v1} {v2}");
+    let a1: JoinResponse = ok(serde_json::from_value(v1));
+    let a2: JoinResponse = ok(serde_json::from_value(v2));
+    assert_eq!(a1.message, JOIN_SUCCESS);
+    assert!(a1.admitted && a2.admitted);
+    assert_eq!(
+        a1.node_id,
+        crate::model::self_authenticating_id(&n1.public_bytes())
+    );
+    let mut left = [a1.remaining_allowance, a2.remaining_allowance];
+    left.sort_unstable();
+    assert_eq!(left, [0, 1]);
+    let v = ok(fetch(&n).await);
+    assert_eq!(v.admitted_nodes, 2);
+
+    // The same request again: answered, not admitted twice.
+    let (s, v) = post(r1).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["admitted"], false);
+    assert_eq!(v["node_id"], a1.node_id.as_str());
+    // The same node at another address: a conflict.
+    let moved = ok(serde_json::to_vec(&JoinRequest::sign(&n1, &op, ip(9))));
+    let (s, v) = post(moved).await;
+    assert_eq!(s, 409, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("already exists")
+    );
+    // The allowance is spent.
+    let n3 = node(3);
+    let (s, v) = post(ok(serde_json::to_vec(&JoinRequest::sign(&n3, &op, ip(3))))).await;
+    assert_eq!(s, 403, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no node allowance left"),
+        "{v}"
+    );
+    // A stranger's signature.
+    let stranger = node(4);
+    let mut forged = JoinRequest::sign(&n3, &stranger, ip(3));
+    forged.operator = a1.operator.clone();
+    let (s, v) = post(ok(serde_json::to_vec(&forged))).await;
+    assert_eq!(s, 403, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("operator signature does not verify"),
+        "{v}"
+    );
+    // Not a join request; too large.
+    let (s, v) = post(b"{\"node_public_key\": 1}".to_vec()).await;
+    assert_eq!(s, 400, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not a join request"),
+        "{v}"
+    );
+    let big = ok(http
+        .post(&url)
+        .body(vec![b' '; MAX_JOIN_BODY + 1])
+        .send()
+        .await);
+    assert_eq!(big.status().as_u16(), 413);
+    // Static files are served as before; GET /join is not a file.
+    let root = ok(http
+        .get(format!("http://{addr}/metadata/1.root.json"))
+        .send()
+        .await);
+    assert_eq!(root.status().as_u16(), 200);
+    let get = ok(http.get(&url).send().await);
+    assert_eq!(get.status().as_u16(), 405);
+    assert_eq!(ok(fetch(&n).await).admitted_nodes, 2);
+
+    let _ = stop_tx.send(());
+    ok(ok(server.await));
+
+    // Without a join service the server is read-only.
+    let (listener, addr) = ok(crate::serve::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(crate::serve::serve(
+        listener,
+        n.repo.dir().to_owned(),
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
+    let resp = ok(http
+        .post(format!("http://{addr}/join"))
+        .body("{}")
+        .send()
+        .await);
+    assert_eq!(resp.status().as_u16(), 404);
+    let _ = stop_tx.send(());
+    ok(ok(server.await));
+}
+
+#[test]
+fn a_trust_root_must_be_signed_by_its_own_quorum() {
+    let n = net();
+    let root = ok(client::check_trust_root(&n.root));
+    assert_eq!((root.version, root.threshold), (1, 2));
+    assert_eq!(root.governance_keys.len(), 3);
+
+    // One governance signature removed: below its own threshold.
+    let mut doc: serde_json::Value = ok(serde_json::from_slice(&ok(std::fs::read(&n.root))));
+    let sigs = doc["signatures"].as_array_mut().map(|s| {
+        s.truncate(1);
+        s.len()
+    });
+    assert_eq!(sigs, Some(1));
+    let thin = n.root.with_file_name("thin.root.json");
+    ok(std::fs::write(&thin, doc.to_string()));
+    let err = client::check_trust_root(&thin).unwrap_err().to_string();
+    assert!(
+        err.contains("not signed by its own governance quorum"),
+        "{err}"
+    );
+
+    let junk = n.root.with_file_name("junk.json");
+    ok(std::fs::write(&junk, "{}"));
+    let err = client::check_trust_root(&junk).unwrap_err().to_string();
+    assert!(
+        err.contains("junk.json") && err.contains("not a TUF root"),
+        "{err}"
+    );
+}

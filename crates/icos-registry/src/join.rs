@@ -84,10 +84,10 @@ impl JoinRequest {
         Ok(self_authenticating_id(&key))
     }
 
-    /// Checks the signatures against `registry` and admits the node: the
-    /// next registry (same version: admissions do not bump it) and the node
-    /// id.
-    pub fn admit(&self, registry: &Registry) -> Result<(Registry, String), JoinError> {
+    /// Checks the request's key and both signatures against the operator
+    /// keys of `registry` (not the allowance, nor whether the node is new);
+    /// returns the node's public key.
+    pub fn verify(&self, registry: &Registry) -> Result<[u8; 32], JoinError> {
         let node_key = check_ed25519_hex("node_public_key", &self.node_public_key)
             .map_err(|v| JoinError::BadNodeKey(v.rule))?;
         let op = registry
@@ -108,6 +108,14 @@ impl JoinRequest {
         if !keys::verify(&keys::tuf_key(&node_key), &msg, &sig(&self.node_signature)) {
             return Err(JoinError::BadNodeSignature);
         }
+        Ok(node_key)
+    }
+
+    /// Checks the signatures against `registry` and admits the node: the
+    /// next registry (same version: admissions do not bump it) and the node
+    /// id.
+    pub fn admit(&self, registry: &Registry) -> Result<(Registry, String), JoinError> {
+        let node_key = self.verify(registry)?;
         let mut next = registry.clone();
         let id = admit_node(&mut next, &node_key, &self.operator, self.ipv6)
             .map_err(JoinError::Refused)?;
@@ -115,6 +123,37 @@ impl JoinRequest {
             .map_err(|v| JoinError::Refused(ProposalError::Invalid(v)))?;
         Ok((next, id))
     }
+}
+
+/// The answer of the registry service to a join request (`POST /join`),
+/// on success.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinResponse {
+    /// `Join request successful!`, or that the node was already registered.
+    pub message: String,
+    /// The node id.
+    pub node_id: String,
+    /// The operator id.
+    pub operator: String,
+    /// Nodes the operator may still add.
+    pub remaining_allowance: u64,
+    /// Whether this request admitted the node (`false`: it was registered
+    /// before, with the same key, operator and address).
+    pub admitted: bool,
+}
+
+/// The message printed and answered when a join request is admitted.
+pub const JOIN_SUCCESS: &str = "Join request successful!";
+
+/// Whether `request` describes a node `registry` already has with the same
+/// public key, operator and address (a repeated request).
+pub fn already_registered(registry: &Registry, request: &JoinRequest) -> Option<String> {
+    let id = request.node_id().ok()?;
+    let node = registry.nodes.get(&id)?;
+    (node.public_key.as_deref() == Some(request.node_public_key.as_str())
+        && node.operator == request.operator
+        && node.ipv6 == request.ipv6)
+        .then_some(id)
 }
 
 /// Applies admissions in order to a governance-signed registry. Requests

@@ -33,7 +33,7 @@ use tough::schema::{
 };
 
 use crate::error::RepoError;
-use crate::join::{JoinRequest, apply_admissions};
+use crate::join::{JOIN_SUCCESS, JoinRequest, JoinResponse, already_registered, apply_admissions};
 use crate::keys::{self, SigningKey};
 use crate::model::{REGISTRY_TARGET, Registry};
 use crate::proposal::Proposal;
@@ -685,6 +685,52 @@ impl Repo {
             published.snapshot.signed.version.get() + 1,
         )?;
         Ok((id, registry))
+    }
+
+    /// [`Repo::join`] for a registry service: a request repeating a node
+    /// already registered with the same key, operator and address (its
+    /// signatures still checked) is answered as such instead of refused,
+    /// so a node that lost the answer can ask again.
+    pub fn admit(
+        &self,
+        request: &JoinRequest,
+        online: &SigningKey,
+        lifetimes: &Lifetimes,
+    ) -> Result<JoinResponse, RepoError> {
+        let published = self.published()?;
+        check_online_key(&published.root.signed, online)?;
+        let remaining = |r: &Registry| {
+            r.node_operators
+                .get(&request.operator)
+                .map_or(0, |o| o.allowance)
+        };
+        if let Some(id) = already_registered(&published.registry, request) {
+            request
+                .verify(&published.registry)
+                .map_err(RepoError::Join)?;
+            return Ok(JoinResponse {
+                message: format!("node {id} is already registered"),
+                node_id: id,
+                operator: request.operator.clone(),
+                remaining_allowance: remaining(&published.registry),
+                admitted: false,
+            });
+        }
+        let (id, registry) = self.join(request, online, lifetimes)?;
+        Ok(JoinResponse {
+            message: JOIN_SUCCESS.to_owned(),
+            node_id: id,
+            operator: request.operator.clone(),
+            remaining_allowance: remaining(&registry),
+            admitted: true,
+        })
+    }
+
+    /// Checks that `online` is the snapshot and timestamp key of the
+    /// published root.
+    pub fn check_online_key(&self, online: &SigningKey) -> Result<(), RepoError> {
+        let root: Signed<Root> = read_json(&self.metadata_dir().join("root.json"))?;
+        check_online_key(&root.signed, online)
     }
 
     fn proposal_path(&self, id: u64) -> PathBuf {

@@ -66,6 +66,12 @@ pub struct SetuposArgs {
     /// Replica binary of the GuestOS it carries [default: icos-testnet-replica].
     #[arg(long, value_name = "FILE")]
     replica: Option<PathBuf>,
+    /// The registry's trust root (TUF root.json signed by its own
+    /// governance quorum, e.g. `icos registry init`'s metadata/1.root.json),
+    /// baked into the GuestOS it carries as /opt/ic/share/registry-root.json: the orchestrator
+    /// follows only a registry it certifies.
+    #[arg(long, value_name = "FILE")]
+    registry_root: Option<PathBuf>,
     /// The source's commit time for /commit-time, seconds since 1970
     /// (the installer warns about old images) [default: git's time of HEAD
     /// in the source tree, else the build epoch].
@@ -129,6 +135,12 @@ pub struct GuestosArgs {
     /// Replica binary installed as /opt/ic/bin/replica [default: icos-testnet-replica, built from the source tree].
     #[arg(long, value_name = "FILE")]
     replica: Option<PathBuf>,
+    /// The registry's trust root (TUF root.json signed by its own
+    /// governance quorum, e.g. `icos registry init`'s metadata/1.root.json),
+    /// baked in as /opt/ic/share/registry-root.json: the orchestrator
+    /// follows only a registry it certifies.
+    #[arg(long, value_name = "FILE")]
+    registry_root: Option<PathBuf>,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -202,6 +214,7 @@ fn setupos(args: SetuposArgs) -> CmdResult {
         EnvArg::Prod => Env::Prod,
     };
     opts.replica = args.replica;
+    opts.registry_root = args.registry_root;
     opts.commit_time = args.commit_time;
     opts.version = c.version;
     opts.cache = c.cache;
@@ -274,6 +287,7 @@ fn guestos_options(
 fn guestos(args: GuestosArgs) -> CmdResult {
     let mut opts = guestos_options(Role::Replica, args.env, args.out, &args.common)?;
     opts.replica = args.replica;
+    opts.registry_root = args.registry_root;
     let report = icos_build::build_guestos(&opts).map_err(classify)?;
     let flavour = format!(" ({})", opts.env.as_str());
     print_report("GuestOS", &flavour, &report, args.common.json)

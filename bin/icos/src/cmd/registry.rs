@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, anyhow};
 use clap::{Args, Subcommand};
 use icos_registry::client::{self, ClientOptions, FetchError};
+use icos_registry::serve::JoinService;
 use icos_registry::{Lifetimes, Repo, RepoError, SigningKey};
 use url::Url;
 
@@ -27,6 +28,12 @@ pub enum RegistryCmd {
     Init(InitArgs),
     /// Serve DIR/metadata and DIR/targets as static files over HTTP until
     /// SIGINT or SIGTERM. Nothing else of DIR is served.
+    ///
+    /// With --online-key, also admit nodes: `POST /join` with a JSON join
+    /// request (as `icos gov join-request` writes) runs the admission of
+    /// `icos gov join` and answers 200 with the node id, 400 for a
+    /// malformed request, 403 for an unknown operator, a bad signature or
+    /// no allowance left, 409 for a node or address registered otherwise.
     Serve(ServeArgs),
     /// Re-sign snapshot and timestamp with fresh expirations (run it more
     /// often than the timestamp lifetime).
@@ -105,6 +112,11 @@ pub struct ServeArgs {
     /// printed).
     #[arg(long, value_name = "ADDR", default_value = "[::]:8080")]
     listen: SocketAddr,
+    /// Accept join requests (`POST /join`), signing admissions with this
+    /// online key (usually DIR/keys/online.pem). Without it the server is
+    /// read-only.
+    #[arg(long, value_name = "FILE")]
+    online_key: Option<PathBuf>,
 }
 
 /// Arguments of `icos registry refresh`.
@@ -319,15 +331,32 @@ fn serve(a: &ServeArgs) -> CmdResult {
             )));
         }
     }
+    let joins = match &a.online_key {
+        Some(path) => {
+            let online = SigningKey::load(path).map_err(classify)?;
+            let service =
+                JoinService::new(a.dir.clone(), online, Lifetimes::default()).map_err(classify)?;
+            Some(std::sync::Arc::new(service))
+        }
+        None => None,
+    };
     let rt = runtime()?;
     rt.block_on(async {
         let (listener, addr) = icos_registry::serve::bind(a.listen)
             .await
             .with_context(|| format!("listening on {}", a.listen))
             .failed()?;
-        println!("serving {} on http://{addr}/", a.dir.display());
+        // One line: whoever reads it may close the pipe afterwards.
+        if joins.is_some() {
+            println!(
+                "serving {} on http://{addr}/ (join requests: POST http://{addr}/join)",
+                a.dir.display()
+            );
+        } else {
+            println!("serving {} on http://{addr}/", a.dir.display());
+        }
         std::io::stdout().flush().failed()?;
-        icos_registry::serve::serve(listener, a.dir.clone(), async {
+        icos_registry::serve::serve_with_join(listener, a.dir.clone(), joins, async {
             if let Err(e) = icos_main::wait_for_shutdown_signal().await {
                 tracing::error!(error = %e, "installing signal handlers");
             }

@@ -103,7 +103,7 @@ pub struct GuestosArgs {
     #[arg(long, value_name = "FILE")]
     routing_table: Option<PathBuf>,
     /// A registry trust root (`root.json` of `icos registry init`) for the
-    /// media, replacing the image's (dev/testnet networks).
+    /// media, used by an image built without one (dev/testnet networks).
     #[arg(long, value_name = "FILE")]
     registry_root: Option<PathBuf>,
     /// Forward 127.0.0.1:HOST_PORT on this machine to GUEST_PORT of the
