@@ -6,10 +6,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod common;
+
+use common::{Killed, icos_binary, sh};
+
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command as Std, Stdio};
+use std::process::{Command as Std, Stdio};
 use std::time::{Duration, Instant};
 
 use assert_cmd::Command;
@@ -17,46 +21,6 @@ use icos_registry::model::self_authenticating_id;
 use serde_json::Value;
 
 const SUBNET: &str = "tdb26-jop6k-aogll-7ltgs-eruif-6kk7m-qpktf-gdiqx-mxtrf-vb5e6-eqe";
-
-fn icos_binary() -> PathBuf {
-    let own = PathBuf::from(env!("CARGO_BIN_EXE_icos-orchestrator"));
-    let profile_dir = own.parent().unwrap().to_path_buf();
-    let target_dir = profile_dir.parent().unwrap().to_path_buf();
-    let source_root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let mut cmd = Std::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    cmd.current_dir(&source_root)
-        .args(["build", "--locked", "-p", "icos", "--bin", "icos"])
-        .arg("--target-dir")
-        .arg(&target_dir);
-    if profile_dir.file_name().is_some_and(|n| n == "release") {
-        cmd.arg("--release");
-    }
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "building icos: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    profile_dir.join("icos")
-}
-
-fn sh(cmd: &str) {
-    let out = Std::new("sh").arg("-c").arg(cmd).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn script(path: &Path, body: &str) {
     std::fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();

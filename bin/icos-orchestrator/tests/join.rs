@@ -5,56 +5,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod common;
+
+use common::{Killed as Server, icos_binary, sh};
+
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command as Std, Stdio};
+use std::process::{Command as Std, Stdio};
 
 use assert_cmd::Command;
 use predicates::str::contains;
 use serde_json::Value;
-
-/// The `icos` binary, built next to this test's `icos-orchestrator` (same
-/// target directory and profile).
-fn icos_binary() -> PathBuf {
-    let own = PathBuf::from(env!("CARGO_BIN_EXE_icos-orchestrator"));
-    let profile_dir = own.parent().unwrap().to_path_buf();
-    let target_dir = profile_dir.parent().unwrap().to_path_buf();
-    let source_root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let mut cmd = Std::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    cmd.current_dir(&source_root)
-        .args(["build", "--locked", "-p", "icos", "--bin", "icos"])
-        .arg("--target-dir")
-        .arg(&target_dir);
-    if profile_dir.file_name().is_some_and(|n| n == "release") {
-        cmd.arg("--release");
-    }
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "building icos: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    profile_dir.join("icos")
-}
-
-fn sh(cmd: &str) {
-    let out = Std::new("sh").arg("-c").arg(cmd).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 struct Net {
     tmp: tempfile::TempDir,

@@ -30,6 +30,7 @@ use icos_grubenv::{BootCycle, BootState, Slot};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
+use crate::files::write_if_changed;
 
 /// The record's file name in the datastore.
 pub const ATTEMPT_FILE: &str = "upgrade-attempt.json";
@@ -150,23 +151,6 @@ fn parse_err(path: &Path, e: serde_json::Error) -> Error {
     )
 }
 
-/// Writes `bytes` to `path` durably: temporary file, fsync, rename, fsync
-/// of the directory.
-fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), Error> {
-    use std::io::Write;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, "creating", e))?;
-    let tmp = path.with_extension("json.tmp");
-    let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, "creating", e))?;
-    f.write_all(bytes)
-        .and_then(|()| f.sync_all())
-        .map_err(|e| Error::io(&tmp, "writing", e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, "replacing", e))?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io(dir, "syncing", e))
-}
-
 impl Records {
     /// The records kept in `dir`.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
@@ -198,7 +182,7 @@ impl Records {
     pub fn record(&self, attempt: &Attempt) -> Result<(), Error> {
         let mut json = serde_json::to_vec_pretty(attempt).unwrap_or_default();
         json.push(b'\n');
-        write_durably(&self.attempt_path(), &json)
+        write_if_changed(&self.attempt_path(), &json, 0o644).map(|_| ())
     }
 
     /// Removes the attempt record.
@@ -230,7 +214,7 @@ impl Records {
         all.drain(..skip);
         let mut json = serde_json::to_vec_pretty(&all).unwrap_or_default();
         json.push(b'\n');
-        write_durably(&self.failed_path(), &json)?;
+        write_if_changed(&self.failed_path(), &json, 0o644)?;
         Ok(all)
     }
 }

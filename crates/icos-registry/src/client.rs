@@ -406,6 +406,10 @@ fn integrity_failure(e: &(dyn std::error::Error + 'static)) -> bool {
 }
 
 fn read_root(path: &Path) -> Result<(Vec<u8>, Root), FetchError> {
+    read_signed_root(path).map(|(bytes, root)| (bytes, root.signed))
+}
+
+fn read_signed_root(path: &Path) -> Result<(Vec<u8>, Signed<Root>), FetchError> {
     let bytes = std::fs::read(path).map_err(|e| FetchError::Local {
         path: path.to_owned(),
         detail: e.to_string(),
@@ -414,7 +418,7 @@ fn read_root(path: &Path) -> Result<(Vec<u8>, Root), FetchError> {
         path: path.to_owned(),
         detail: format!("not a TUF root: {e}"),
     })?;
-    Ok((bytes, root.signed))
+    Ok((bytes, root))
 }
 
 /// What a trust root says, once checked by [`check_trust_root`].
@@ -431,14 +435,7 @@ pub struct TrustRoot {
 /// Checks that `path` holds a TUF root that its own governance quorum
 /// signed (the file baked into images as the registry's trust root).
 pub fn check_trust_root(path: &Path) -> Result<TrustRoot, FetchError> {
-    let bytes = std::fs::read(path).map_err(|e| FetchError::Local {
-        path: path.to_owned(),
-        detail: e.to_string(),
-    })?;
-    let root: Signed<Root> = serde_json::from_slice(&bytes).map_err(|e| FetchError::Local {
-        path: path.to_owned(),
-        detail: format!("not a TUF root: {e}"),
-    })?;
+    let (_, root) = read_signed_root(path)?;
     root.signed
         .verify_role(&root)
         .map_err(|e| FetchError::Local {

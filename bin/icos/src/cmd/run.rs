@@ -25,8 +25,8 @@ use icos_config::{GuestOSConfig, GuestVmType};
 use icos_config_media::{ExtraPaths, Extras, build_media, dev_guestos_config};
 use icos_deterministic_ips::{NodeType, deterministic_mac};
 use icos_qemu::{
-    Accel, Console, DEFAULT_QEMU, Disk, DiskFormat, Firmware, HostForward, NetBackend, Nic,
-    Outcome, Ovmf, ProbeOptions, Protocol, Runner, UserNet, VmConfig, Watch, probe_accel,
+    Accel, Console, DEFAULT_QEMU, Discard, Disk, DiskFormat, Firmware, HostForward, NetBackend,
+    Nic, Outcome, Ovmf, ProbeOptions, Protocol, Runner, UserNet, VmConfig, Watch, probe_accel,
 };
 use serde::Serialize;
 
@@ -542,9 +542,13 @@ fn run_guestos(args: &GuestosArgs) -> CmdResult {
     vm.name = Some("guestos".to_owned());
     vm.firmware = Firmware::Uefi(ovmf.prepare(work.path().join("OVMF_VARS.fd")).failed()?);
     vm.disks.push(
+        // The guest's discards and unmapping zero requests (an upgrade
+        // zeroing the holes of its image) punch holes in the disk file
+        // instead of filling it with zeros.
         Disk::virtio(&disk)
             .with_format(format)
             .with_serial("guestos")
+            .with_discard(Discard::Unmap)
             .with_boot_index(1),
     );
     vm.disks.push(
