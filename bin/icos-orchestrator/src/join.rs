@@ -50,24 +50,8 @@ pub struct NodeKeyArgs {
 /// Arguments of `icos-orchestrator join`.
 #[derive(Debug, Args)]
 pub struct JoinArgs {
-    /// Registry base URL (the node's nns_urls); repeat for mirrors. Join
-    /// requests go to URL/join.
-    #[arg(long = "registry-url", value_name = "URL", required = true)]
-    registry_urls: Vec<String>,
-    /// The baked-in TUF trust root (root.json).
-    #[arg(
-        long,
-        value_name = "FILE",
-        default_value = "/opt/ic/share/registry-root.json"
-    )]
-    root: PathBuf,
-    /// Where the verified registry is kept.
-    #[arg(
-        long,
-        value_name = "DIR",
-        default_value = "/var/lib/ic/data/orchestrator"
-    )]
-    datastore: PathBuf,
+    #[command(flatten)]
+    registry: crate::RegistryArgs,
     /// The node's private key (PEM), generated with mode 0600 when missing.
     #[arg(
         long,
@@ -137,9 +121,9 @@ pub async fn join(cfg: &JoinConfig) -> Result<String, JoinFailure> {
 /// Runs `icos-orchestrator join`.
 pub fn run(a: &JoinArgs) -> Result<(), JoinFailure> {
     let cfg = JoinConfig {
-        registry_urls: urls(&a.registry_urls)?,
-        trust_root: a.root.clone(),
-        datastore: a.datastore.clone(),
+        registry_urls: urls(&a.registry.registry_urls)?,
+        trust_root: a.registry.root.clone(),
+        datastore: a.registry.datastore.clone(),
         node_key: a.node_key.clone(),
         operator_key: a.operator_key.clone(),
         ipv6: a.ipv6,

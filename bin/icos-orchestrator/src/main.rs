@@ -57,25 +57,33 @@ enum Cmd {
 
 const DEFAULT_STATUS: &str = "/run/ic-node/orchestrator/status.json";
 
+/// Where the registry comes from and where it is kept (`run` and `join`).
 #[derive(Debug, Args)]
-struct RunArgs {
-    /// Registry base URL (the node's nns_urls); repeat for mirrors.
+pub struct RegistryArgs {
+    /// Registry base URL (the node's nns_urls); repeat for mirrors. Join
+    /// requests go to URL/join.
     #[arg(long = "registry-url", value_name = "URL", required = true)]
-    registry_urls: Vec<String>,
+    pub registry_urls: Vec<String>,
     /// The baked-in TUF trust root (root.json).
     #[arg(
         long,
         value_name = "FILE",
         default_value = "/opt/ic/share/registry-root.json"
     )]
-    root: PathBuf,
+    pub root: PathBuf,
     /// Where the verified registry and downloads are kept.
     #[arg(
         long,
         value_name = "DIR",
         default_value = "/var/lib/ic/data/orchestrator"
     )]
-    datastore: PathBuf,
+    pub datastore: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    #[command(flatten)]
+    registry: RegistryArgs,
     /// The GuestOS disk.
     #[arg(long, value_name = "DEV", default_value = "/dev/vda")]
     disk: PathBuf,
@@ -209,15 +217,16 @@ fn status(path: &std::path::Path, json: bool) -> Result<(), Failure> {
 fn run(args: RunArgs) -> Result<(), Failure> {
     let bad = Failure::BadInput;
     let urls = args
+        .registry
         .registry_urls
         .iter()
         .map(|u| icos_registry::client::base_url(u).with_context(|| format!("--registry-url {u}")))
         .collect::<anyhow::Result<Vec<_>>>()
         .map_err(bad)?;
-    if !args.root.is_file() {
+    if !args.registry.root.is_file() {
         return Err(Failure::BadInput(anyhow!(
             "--root {}: no such file (the registry's trust root, root.json)",
-            args.root.display()
+            args.registry.root.display()
         )));
     }
     let running = std::fs::read_to_string(&args.version_file)
@@ -234,8 +243,8 @@ fn run(args: RunArgs) -> Result<(), Failure> {
     let joined = join::node_id_for_run(
         &args.node_keys,
         &urls,
-        &args.root,
-        &args.datastore,
+        &args.registry.root,
+        &args.registry.datastore,
         args.ipv6,
     )
     .map_err(|f| {
@@ -256,8 +265,8 @@ fn run(args: RunArgs) -> Result<(), Failure> {
     };
     let config = Config {
         registry_urls: urls,
-        trust_root: args.root,
-        datastore: args.datastore,
+        trust_root: args.registry.root,
+        datastore: args.registry.datastore,
         node,
         running_version: running,
         status_path: args.status_file,
