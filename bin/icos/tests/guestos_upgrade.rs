@@ -295,10 +295,34 @@ impl Console {
     }
 }
 
+/// A running `icos run`, killed when dropped (a failing test leaves no VM
+/// behind: the runner's watchdog kills QEMU with it).
+struct Vm(Child);
+
+impl std::ops::Deref for Vm {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Vm {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Boots `disk` in place and keeps it running; its console goes to
 /// `console` (and `log`). The registry's trust root is the one baked into
 /// the image.
-fn boot(disk: &Path, config: &Path, log: &Path) -> (Child, Console) {
+fn boot(disk: &Path, config: &Path, log: &Path) -> (Vm, Console) {
     let mut vm = icos()
         .args(["run", "guestos", "--image"])
         .arg(disk)
@@ -321,7 +345,7 @@ fn boot(disk: &Path, config: &Path, log: &Path) -> (Child, Console) {
             lines.lock().unwrap().push((Instant::now(), line));
         }
     });
-    (vm, console)
+    (Vm(vm), console)
 }
 
 /// Stops a `--stay` VM as its user would (SIGTERM stops QEMU with it).
@@ -505,7 +529,7 @@ impl World {
     }
 
     /// Boots the disk in place; `n` numbers the console log.
-    fn boot(&self, n: u32) -> (Child, Console) {
+    fn boot(&self, n: u32) -> (Vm, Console) {
         boot(
             &self.disk,
             &self.config_path,

@@ -292,6 +292,11 @@ impl<D: Device> SlotDisk<Volumes<D>> {
 /// and the six volumes `volume_dir/{A,B}_{boot,root,var}` (on a running
 /// HostOS: [`HOSTOS_GRUB_DEVICE`] and [`HOSTOS_VOLUME_DIR`]), for reading
 /// and, with `write`, writing.
+///
+/// A volume missing under `volume_dir` is looked for under its
+/// device-mapper name, `/dev/mapper/<vg>-<lv>` with `<vg>` the folder's
+/// name: the initramfs activates the running root volume with udev off,
+/// so udev never makes its `/dev/<vg>/<lv>` link.
 pub fn open_hostos(
     grub: &Path,
     volume_dir: &Path,
@@ -310,7 +315,15 @@ pub fn open_hostos(
     let grub_dev = open(grub)?;
     let mut volumes = Vec::with_capacity(6);
     for vol in HOSTOS_VOLUMES {
-        let path = volume_dir.join(vol);
+        let mut path = volume_dir.join(vol);
+        if !path.exists()
+            && let Some(vg) = volume_dir.file_name()
+        {
+            let mapped = Path::new("/dev/mapper").join(format!("{}-{vol}", vg.to_string_lossy()));
+            if mapped.exists() {
+                path = mapped;
+            }
+        }
         volumes.push((open(&path)?, path));
     }
     let volumes: [(File, PathBuf); 6] = volumes.try_into().map_err(|_| SlotsError::Open {
