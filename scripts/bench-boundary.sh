@@ -20,6 +20,11 @@
 #                  counted either way)
 #   PERF=1         profile the router (perf record -g, 5 s) during the first
 #                  round's peak query run; report in $W/perf-router.txt
+#   PIN=1          give the proxy a core of its own: the router and nginx
+#                  (one worker) run on CPU 1, the load generator and the
+#                  replicas on CPU 0 (taskset), so that latency measures the
+#                  proxy rather than its competition with the load
+#                  generator for the same core
 #
 # Targets, all on loopback: one testnet replica directly ("direct"); the
 # router in front of the 4 replicas of one subnet ("router"); nginx with an
@@ -45,6 +50,16 @@ NGINX_PORT=$((PORT_BASE - 9))
 
 mkdir -p "$W"
 cd "$REPO"
+if [ "${PIN:-0}" = 1 ]; then
+  [ "$(nproc)" -ge 2 ] || { echo "PIN=1 needs two cores" >&2; exit 2; }
+  CLIENT=(taskset -c 0)
+  PROXY=(taskset -c 1)
+  NGINX_WORKERS=1
+else
+  CLIENT=()
+  PROXY=()
+  NGINX_WORKERS=2
+fi
 log() { printf '== %s\n' "$*" >&2; }
 
 if ! command -v nginx >/dev/null 2>&1; then
@@ -87,7 +102,7 @@ EOF
 SUBNET=tdb26-jop6k-aogll-7ltgs-eruif-6kk7m-qpktf-gdiqx-mxtrf-vb5e6-eqe
 COUNTER=rwlgt-iiaaa-aaaaa-aaaaa-cai
 for i in 0 1 2 3; do
-  "$BIN/icos-testnet-replica" serve --config "$W/testnet.json" --subnet "$SUBNET" \
+  "${CLIENT[@]}" "$BIN/icos-testnet-replica" serve --config "$W/testnet.json" --subnet "$SUBNET" \
     --node-index "$i" --listen "127.0.0.1:$((PORT_BASE + i))" 2>"$W/replica-$i.log" &
   pids+=($!)
 done
@@ -97,14 +112,14 @@ if [ "${METRICS:-0}" = 1 ]; then
 else
   metrics_flags=(--obs-disable-metrics)
 fi
-"$ROUTER" --routing-table "$W/table.json" --listen "127.0.0.1:$ROUTER_PORT" \
+"${PROXY[@]}" "$ROUTER" --routing-table "$W/table.json" --listen "127.0.0.1:$ROUTER_PORT" \
   "${metrics_flags[@]}" 2>"$W/router.log" &
 router_pid=$!
 pids+=("$router_pid")
 
 mkdir -p "$W/nginx"
 cat > "$W/nginx/nginx.conf" <<EOF
-worker_processes 2;
+worker_processes $NGINX_WORKERS;
 pid $W/nginx/nginx.pid;
 error_log $W/nginx/error.log warn;
 events { worker_connections 1024; }
@@ -133,7 +148,7 @@ http {
   }
 }
 EOF
-nginx -c "$W/nginx/nginx.conf"
+"${PROXY[@]}" nginx -c "$W/nginx/nginx.conf"
 
 # Wait until the router routes (first health checks) and nginx answers.
 for _ in $(seq 100); do
@@ -195,7 +210,7 @@ run() {
   local out="$W/oha-$label-$target-$kind.json"
   local before after
   before=$(cpu_ticks "$target")
-  "$OHA" -z "$DURATION" -c "$CONNS" -m POST -T application/cbor -D "$W/$kind.cbor" \
+  "${CLIENT[@]}" "$OHA" -z "$DURATION" -c "$CONNS" -m POST -T application/cbor -D "$W/$kind.cbor" \
     --no-tui --output-format json "$@" "$(url "$target" "$kind")" >"$out"
   after=$(cpu_ticks "$target")
   python3 - "$out" "$((after - before))" "$TICK" <<'PY'
@@ -253,4 +268,5 @@ for p in $(target_pids nginx); do
   nginx_rss=$((nginx_rss + v))
 done
 printf 'nginx peak RSS (VmHWM, master + workers): %s KiB\n' "$nginx_rss" | tee -a "$W/rss.txt" >&2
+printf 'pinned: %s\n' "${PIN:-0}" | tee -a "$W/rss.txt" >&2
 printf 'machine: %s cores, %s\n' "$(nproc)" "$(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo)" | tee -a "$W/rss.txt" >&2

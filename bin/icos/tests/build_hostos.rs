@@ -285,6 +285,7 @@ fn volumes_hold_clean_filesystems() {
         "/opt/ic/bin/icos",
         "/opt/ic/bin/icos-hostos-agent",
         "/opt/ic/bin/icos-guestos-vm",
+        "/opt/ic/bin/icos-hostos-network",
         "/usr/bin/qemu-system-x86_64",
     ] {
         let data = icos_imagefs::read_file_from_ext4(&tools, &b.disk, root_off, bin).unwrap();
@@ -300,6 +301,8 @@ fn volumes_hold_clean_filesystems() {
         "/usr/share/OVMF/OVMF_CODE.fd",
         "/etc/systemd/system/icos-hostos-agent.service",
         "/etc/systemd/system/guestos.service",
+        "/etc/systemd/system/icos-hostos-network.service",
+        "/etc/systemd/system/multi-user.target.wants/systemd-networkd.service",
         "/opt/ic/share/version.txt",
     ] {
         assert!(

@@ -538,6 +538,48 @@ fn nodes_join_without_a_vote() {
 }
 
 #[test]
+fn an_operator_with_a_dfx_secp256k1_key_adds_its_node() {
+    let net = setup();
+    let t = net.tmp.path();
+    // The examples' operator key is secp256k1 (`EC PRIVATE KEY`), as
+    // `dfx identity new` makes them; the node key is Ed25519.
+    let operator = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/node_operator_private_key.pem");
+    icos()
+        .args(["registry", "init"])
+        .arg(t.join("scratch"))
+        .args(["--threshold", "1", "--generate", "1", "--keys-out"])
+        .arg(t.join("spare"))
+        .assert()
+        .success();
+    net.pass(&[
+        "add-node-operator",
+        "--key",
+        operator.to_str().unwrap(),
+        "--allowance",
+        "2",
+    ]);
+    let shown = net.show();
+    let ops = shown["registry"]["node_operators"].as_object().unwrap();
+    assert_eq!(ops.len(), 1, "{shown}");
+    let (op_id, op) = ops.iter().next().unwrap();
+    let key = op["public_key"].as_str().unwrap();
+    assert_eq!(key.len(), 66, "a compressed secp256k1 point: {key}");
+    assert!(key.starts_with("02") || key.starts_with("03"), "{key}");
+    net.gov(&["join", "--node-key"])
+        .arg(t.join("spare").join("gov-1.pem"))
+        .arg("--operator-key")
+        .arg(&operator)
+        .args(["--ipv6", "2001:db8::5"])
+        .assert()
+        .success()
+        .stdout(contains("Join request successful!"));
+    let shown = net.show();
+    let nodes = shown["registry"]["nodes"].as_object().unwrap();
+    assert_eq!(nodes.len(), 1, "{shown}");
+    assert_eq!(nodes.values().next().unwrap()["operator"], op_id.as_str());
+}
+
+#[test]
 fn governance_keys_rotate_only_with_the_old_quorum() {
     let net = setup();
     let t = net.tmp.path();

@@ -40,14 +40,14 @@
 mod common;
 
 use std::fs::{self, File};
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::registry::{Gov, serve_files, serve_registry};
 use common::{Children, fresh_dir, run_ok, source_root};
 
 const SUBNET: &str = "tdb26-jop6k-aogll-7ltgs-eruif-6kk7m-qpktf-gdiqx-mxtrf-vb5e6-eqe";
@@ -82,169 +82,6 @@ fn build(dir: &Path, version: &str, root: &Path) -> PathBuf {
         started.elapsed().as_secs_f64()
     );
     out.join("guestos")
-}
-
-/// The registry repository and its governance keys.
-struct Gov {
-    repo: PathBuf,
-    keys: PathBuf,
-}
-
-impl Gov {
-    fn cmd(&self, sub: &str) -> Command {
-        let mut c = icos();
-        c.args(["gov", sub, "--repo"]).arg(&self.repo);
-        c
-    }
-
-    /// Proposes, votes with two of the three keys, executes.
-    fn pass(&self, args: &[&str]) {
-        let out = run_ok(self.cmd("propose").arg("--json").args(args));
-        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-        let id = v["proposal"].as_u64().unwrap().to_string();
-        for k in [1, 2] {
-            run_ok(
-                self.cmd("vote")
-                    .arg("--key")
-                    .arg(self.keys.join(format!("gov-{k}.pem")))
-                    .arg(&id),
-            );
-        }
-        let out = run_ok(self.cmd("execute").arg(&id));
-        assert!(out.contains("published"), "{out}");
-    }
-
-    fn show(&self) -> serde_json::Value {
-        serde_json::from_str(&run_ok(self.cmd("show").arg("--json"))).unwrap()
-    }
-
-    /// The only key of the map at `registry.<field>`.
-    fn only_id(&self, field: &str) -> String {
-        let shown = self.show();
-        let map = shown["registry"][field].as_object().unwrap();
-        assert_eq!(map.len(), 1, "{field}: {map:?}");
-        map.keys().next().unwrap().clone()
-    }
-}
-
-/// Serves `dir` with `icos registry serve` on loopback; returns the port.
-fn serve_registry(children: &mut Children, dir: &Path) -> u16 {
-    let mut child = icos()
-        .args(["registry", "serve"])
-        .arg(dir)
-        .args(["--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    children.0.push(child);
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap_or_else(|| panic!("no URL in {line:?}"));
-    url.trim_end_matches('/')
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
-/// A static file server for the release packages: `GET /<name>` of the
-/// files in `dir`, honouring `Range: bytes=N-`. Logs each request. When
-/// `cut` is not zero, the next whole-file answer stops after that many
-/// body bytes (the connection is closed) and `cut` goes back to zero.
-fn serve_files(dir: PathBuf, log: Arc<Mutex<Vec<String>>>, cut: Arc<AtomicU64>) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let dir = dir.clone();
-            let log = log.clone();
-            let cut = cut.clone();
-            std::thread::spawn(move || {
-                let _ = answer(stream, &dir, &log, &cut);
-            });
-        }
-    });
-    port
-}
-
-fn answer(
-    mut s: TcpStream,
-    dir: &Path,
-    log: &Mutex<Vec<String>>,
-    cut: &AtomicU64,
-) -> std::io::Result<()> {
-    let mut reader = BufReader::new(s.try_clone()?);
-    let mut request = String::new();
-    reader.read_line(&mut request)?;
-    let mut from = None;
-    loop {
-        let mut h = String::new();
-        if reader.read_line(&mut h)? == 0 || h.trim().is_empty() {
-            break;
-        }
-        let lower = h.to_ascii_lowercase();
-        if let Some(r) = lower.strip_prefix("range:") {
-            from = r
-                .trim()
-                .strip_prefix("bytes=")
-                .and_then(|r| r.strip_suffix('-'))
-                .and_then(|n| n.parse::<u64>().ok());
-        }
-    }
-    log.lock()
-        .unwrap()
-        .push(format!("{} range={from:?}", request.trim()));
-    let path = request.split_whitespace().nth(1).unwrap_or("/");
-    let name = path.trim_start_matches('/');
-    let file = (!name.contains('/') && !name.is_empty())
-        .then(|| File::open(dir.join(name)).ok())
-        .flatten();
-    let Some(mut file) = file else {
-        return s.write_all(
-            b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-        );
-    };
-    let len = file.metadata()?.len();
-    match from {
-        Some(n) if n >= len => s.write_all(
-            format!(
-                "HTTP/1.1 416 Range Not Satisfiable\r\nContent-Range: bytes */{len}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-            )
-            .as_bytes(),
-        ),
-        Some(n) => {
-            file.seek(SeekFrom::Start(n))?;
-            s.write_all(
-                format!(
-                    "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {n}-{}/{len}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    len - 1,
-                    len - n
-                )
-                .as_bytes(),
-            )?;
-            std::io::copy(&mut file.take(len - n), &mut s).map(|_| ())
-        }
-        None => {
-            s.write_all(
-                format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n")
-                    .as_bytes(),
-            )?;
-            match cut.swap(0, Ordering::SeqCst) {
-                0 => std::io::copy(&mut file, &mut s).map(|_| ()),
-                n => {
-                    log.lock().unwrap().push(format!("cut after {n} bytes"));
-                    std::io::copy(&mut file.take(n), &mut s)?;
-                    s.shutdown(std::net::Shutdown::Both)
-                }
-            }
-        }
-    }
 }
 
 /// The console of one `icos run guestos --stay`, line by line with the
@@ -402,18 +239,8 @@ impl World {
     fn new(dir: PathBuf) -> World {
         let children = Children(Vec::new());
         // 1. The registry, whose trust root the releases carry.
-        let gov = Gov {
-            repo: dir.join("registry"),
-            keys: dir.join("gov-keys"),
-        };
-        run_ok(
-            icos()
-                .args(["registry", "init"])
-                .arg(&gov.repo)
-                .args(["--threshold", "2", "--generate", "3", "--keys-out"])
-                .arg(&gov.keys),
-        );
-        let root = gov.repo.join("metadata").join("1.root.json");
+        let gov = Gov::init(&dir);
+        let root = gov.root();
 
         // 2. Two releases.
         let v1 = build(&dir, "v1", &root);
@@ -435,7 +262,12 @@ impl World {
         .unwrap();
         let requests = Arc::new(Mutex::new(Vec::new()));
         let cut = Arc::new(AtomicU64::new(0));
-        let file_port = serve_files(releases.clone(), requests.clone(), cut.clone());
+        let file_port = serve_files(
+            releases.clone(),
+            requests.clone(),
+            cut.clone(),
+            "127.0.0.1:0",
+        );
 
         // 3. One operator, one node, one subnet on v1.
         gov.pass(&[
@@ -479,7 +311,7 @@ impl World {
             "--version-id",
             "v1",
         ]);
-        let registry_port = serve_registry(&mut world.children, &world.gov.repo);
+        let registry_port = serve_registry(&mut world.children, &world.gov.repo, "127.0.0.1:0");
 
         // 4. The guest's config: the dev config with a fixed IPv6 address
         // (the node's in the registry), IPv4 in QEMU's network, and the

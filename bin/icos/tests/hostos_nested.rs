@@ -12,7 +12,10 @@
 //! `guestos_console: LINE`; the unit sends that log to the HostOS console,
 //! the serial port this test reads. It checks:
 //!
-//! - HostOS boots (`HOSTOS BOOT SUCCESS`), the runner's KVM probe chose
+//! - HostOS boots (`HOSTOS BOOT SUCCESS`) with its deterministic IPv6
+//!   address on `br6`, on the NIC that reached the gateway (QEMU's user
+//!   network with the node's /64, QEMU at the configured gateway address);
+//! - the runner's KVM probe chose
 //!   KVM, and the GuestOS VM was launched;
 //! - GuestOS prints `GUESTOS BOOT SUCCESS` (seen through HostOS);
 //! - GuestOS asked HostOS for its version over vsock and got the HostOS
@@ -35,122 +38,19 @@
 
 mod common;
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::fs::{self, File};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::{require, run_ok, source_root};
-use icos_build::hostos::HOSTOS_CONFIG_FS_UUID;
-use icos_imagefs::{Ext4Source, Ext4Spec, Tools};
-use icos_layout::OsKind;
-use icos_qemu::{Accel, Console, Disk, Firmware, Outcome, Ovmf, Runner, VmConfig, Watch};
+use common::hostos::{
+    GUEST, SOFT_LOCKUP, build_image, hostos_config, hostos_vm, install_guest_and_config, node_ipv6,
+};
+use common::require;
+use icos_deterministic_ips::NodeType;
+use icos_qemu::{Outcome, Runner, Watch};
 
-/// The prefix the runner gives GuestOS console lines in its log.
-const GUEST: &str = "guestos_console: ";
-/// L1 (HostOS) memory: the 2 GiB guest, plus HostOS and its tmpfs /var.
-const HOSTOS_MEMORY_MIB: u64 = 5120;
-/// What HostOS's kernel prints when nested KVM under TCG stalls a CPU.
-const SOFT_LOCKUP: &str = "watchdog: BUG: soft lockup";
 /// The whole boot, HostOS and nested GuestOS, must be done by then.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(480);
-
-fn icos() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_icos"))
-}
-
-/// `icos build KIND` into `out`, then the disk extracted into `dest`.
-fn build(kind: &str, extra: &[&str], out: &Path, dest: &Path) -> (PathBuf, String) {
-    let started = Instant::now();
-    let status = icos()
-        .args(["build", kind])
-        .args(extra)
-        .arg("--source")
-        .arg(source_root())
-        .arg("--out")
-        .arg(out)
-        .status()
-        .unwrap();
-    assert!(status.success(), "icos build {kind} failed: {status}");
-    eprintln!("built {kind} in {:.1} s", started.elapsed().as_secs_f64());
-    let art = out.join(kind);
-    fs::create_dir_all(dest).unwrap();
-    let entries = icos_sparse_tar::extract(
-        File::open(art.join("disk-img.tar.zst")).unwrap(),
-        dest,
-        &mut |_| {},
-    )
-    .unwrap();
-    assert_eq!(entries.len(), 1, "{kind}: one disk in disk-img.tar.zst");
-    let version = fs::read_to_string(art.join("VERSION.TXT"))
-        .unwrap()
-        .trim()
-        .to_owned();
-    (dest.join(&entries[0].name), version)
-}
-
-/// The HostOS config SetupOS would write: `icos node derive` on the
-/// examples, with dev VM resources small enough for a nested guest and
-/// `verbose=true` (the GuestOS console on the HostOS console).
-fn hostos_config(dir: &Path) -> PathBuf {
-    let ex = source_root().join("examples");
-    let ini = fs::read_to_string(ex.join("config.ini")).unwrap();
-    assert!(
-        ini.contains("\nverbose=false"),
-        "examples/config.ini changed"
-    );
-    fs::write(
-        dir.join("config.ini"),
-        ini.replace("\nverbose=false", "\nverbose=true"),
-    )
-    .unwrap();
-    let mut deployment: serde_json::Value =
-        serde_json::from_slice(&fs::read(ex.join("deployment.json")).unwrap()).unwrap();
-    deployment["dev_vm_resources"] = serde_json::json!({
-        "memory": "2",
-        "cpu": "kvm",
-        "nr_of_vcpus": 2
-    });
-    fs::write(
-        dir.join("deployment.json"),
-        serde_json::to_vec_pretty(&deployment).unwrap(),
-    )
-    .unwrap();
-    let out = dir.join("derived");
-    run_ok(
-        icos()
-            .args(["node", "derive", "--config-ini"])
-            .arg(dir.join("config.ini"))
-            .arg("--deployment-json")
-            .arg(dir.join("deployment.json"))
-            .arg("--ssh-keys")
-            .arg(ex.join("ssh_authorized_keys"))
-            .arg("--node-operator-key")
-            .arg(ex.join("node_operator_private_key.pem"))
-            .arg("--out-dir")
-            .arg(&out),
-    );
-    let path = out.join("hostos.json");
-    let config: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
-    let settings = &config["hostos_settings"];
-    assert_eq!(settings["verbose"], true, "{settings}");
-    assert_eq!(
-        settings["hostos_dev_settings"],
-        serde_json::json!({"vm_memory": 2, "vm_cpu": "kvm", "vm_nr_of_vcpus": 2}),
-        "{settings}"
-    );
-    run_ok(icos().args(["config", "check"]).arg(&path));
-    path
-}
-
-/// Copies `src` into `dst` at `offset` through Write + Seek.
-fn write_at(dst: &Path, offset: u64, src: &Path) {
-    let mut out = OpenOptions::new().write(true).open(dst).unwrap();
-    out.seek(SeekFrom::Start(offset)).unwrap();
-    std::io::copy(&mut File::open(src).unwrap(), &mut out).unwrap();
-    out.flush().unwrap();
-}
 
 /// What the test saw on the HostOS console, with the time since QEMU start.
 #[derive(Default)]
@@ -187,75 +87,23 @@ fn hostos_boots_guestos_nested_with_vsock() {
     fs::create_dir_all(&dir).unwrap();
 
     // Both images; the HostOS disk extracted here is this test's own copy.
-    let (host_disk, host_version) = build("hostos", &[], &dir.join("out"), &dir.join("hostos"));
-    let (guest_disk, guest_version) = build(
+    let (host_disk, host_version) =
+        build_image("hostos", &[], &dir.join("out"), &dir.join("hostos"));
+    let (guest_disk, guest_version) = build_image(
         "guestos",
         &["--env", "dev"],
         &dir.join("out"),
         &dir.join("guestos"),
     );
-    let layout = OsKind::HostOs.layout();
-    let (pv_offset, _) = layout.byte_range("hostlvm").unwrap();
-    let pv = icos_lvm::read_pv_file(&host_disk, pv_offset).unwrap();
+    let config = hostos_config(&dir, &[], true);
+    install_guest_and_config(&dir, &host_disk, &guest_disk, &config);
 
-    // GuestOS into hostlvm/guestos (empty in the published image), sparse.
-    let (lv_off, lv_len) = pv.lv_byte_range("guestos").unwrap();
-    let guest_len = fs::metadata(&guest_disk).unwrap().len();
-    assert!(
-        guest_len <= lv_len,
-        "the GuestOS disk ({guest_len} bytes) does not fit the guestos volume ({lv_len} bytes)"
-    );
-    let host = OpenOptions::new().write(true).open(&host_disk).unwrap();
-    let written =
-        icos_imagefs::copy_sparse_at(&guest_disk, &host, &host_disk, pv_offset + lv_off).unwrap();
-    drop(host);
-    eprintln!(
-        "GuestOS {guest_version}: {written} bytes of data written at {} (guestos volume)",
-        pv_offset + lv_off
-    );
-    fs::remove_file(&guest_disk).unwrap();
-
-    // The config volume: a fresh ext4 holding config.json, written over
-    // the whole of the old (empty) file system.
-    let config = hostos_config(&dir);
-    let tree = dir.join("config-tree");
-    fs::create_dir_all(&tree).unwrap();
-    fs::copy(&config, tree.join("config.json")).unwrap();
-    let (cfg_off, cfg_len) = pv.lv_byte_range("config").unwrap();
-    let tools = Tools::discover().unwrap();
-    let cfg_img = dir.join("config.ext4");
-    icos_imagefs::make_ext4(
-        &tools,
-        &Ext4Spec {
-            size_bytes: cfg_len,
-            label: "config".to_owned(),
-            uuid: HOSTOS_CONFIG_FS_UUID,
-            hash_seed: HOSTOS_CONFIG_FS_UUID,
-            epoch: 1_700_000_000,
-        },
-        Ext4Source::Dir(&tree),
-        &cfg_img,
-    )
-    .unwrap();
-    write_at(&host_disk, pv_offset + cfg_off, &cfg_img);
-    let back =
-        icos_imagefs::read_file_from_ext4(&tools, &host_disk, pv_offset + cfg_off, "/config.json")
-            .unwrap();
-    assert_eq!(back, fs::read(&config).unwrap());
-
-    // HostOS under TCG, -cpu max (SVM/VMX for the nested KVM).
-    let mut vm = VmConfig::new(Accel::Tcg, HOSTOS_MEMORY_MIB, 2);
-    vm.firmware = Firmware::Uefi(
-        Ovmf::find()
-            .unwrap()
-            .prepare(dir.join("hostos.vars.fd"))
-            .unwrap(),
-    );
-    vm.disks.push(Disk::virtio(&host_disk).with_boot_index(1));
+    // HostOS under TCG, -cpu max (SVM/VMX for the nested KVM), on the
+    // node's network (examples/config.ini: 2001:db8:1234:56::/64, the
+    // gateway ::1) with QEMU as the gateway: HostOS pings it to pick its
+    // NIC and puts its deterministic address on br6.
     let log = dir.join("hostos.serial.log");
-    vm.serial = Some(Console::file(&log));
-    let args = vm.to_args().unwrap().join(" ");
-    assert!(args.contains("-cpu max"), "{args}");
+    let vm = hostos_vm(&dir, &host_disk, &log);
     let watch = Watch::new(BOOT_TIMEOUT)
         .success(format!("{GUEST}GUESTOS BOOT SUCCESS"))
         .failure(format!("{GUEST}GUESTOS BOOT FAILURE"))
@@ -329,6 +177,17 @@ fn hostos_boots_guestos_nested_with_vsock() {
         field("runner_rss_kib=")
     );
     assert!(hostos_line.contains("failed_units=[]"), "{hostos_line}");
+    // HostOS's deterministic address on br6 (mgmt MAC and environment of
+    // examples/deployment.json), and its NIC chosen by a gateway answer.
+    let hostos_ipv6 = node_ipv6(NodeType::HostOS);
+    assert!(
+        hostos_line.contains(&format!("br6={hostos_ipv6}/64")),
+        "HostOS's br6 should carry {hostos_ipv6}/64: {hostos_line}"
+    );
+    assert!(
+        serial.contains("chosen: it reached the gateway"),
+        "HostOS chose its NIC without a gateway answer\n{serial}"
+    );
 
     let probe = seen.probe.unwrap_or_default();
     assert!(

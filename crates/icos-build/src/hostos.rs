@@ -3,7 +3,7 @@
 //! | # | stage | what |
 //! |---|-------|------|
 //! | 1 | fetch packages | every `.deb` of `images/hostos/packages.lock` and `images/build/packages.lock` |
-//! | 2 | build our binaries | `icos`, `icos-hostos-agent` and `icos-guestos-vm` (`cargo build --release --locked`, paths remapped) |
+//! | 2 | build our binaries | `icos`, `icos-hostos-agent`, `icos-guestos-vm` and `icos-hostos-network` (`cargo build --release --locked`, paths remapped) |
 //! | 3 | local apt repository | only when stage 4 runs |
 //! | 4 | root file system | mmdebstrap of the HostOS lock (same arguments as GuestOS) |
 //! | 5 | customise | GuestOS's rules, but keeping the hypervisor's kernel modules ([`HOSTOS_EXTRA_MODULES`]); `images/hostos/rootfs/`, `/opt/ic/bin/*`, `/opt/ic/share/version.txt`, mount point `/boot/config` |
@@ -85,7 +85,7 @@ const CUSTOMISE_VERSION: &str = "2";
 const STAGES: usize = 13;
 
 /// Our programs in the image: (cargo package, binary, path in the image).
-const HOSTOS_BINARIES: [(&str, &str, &str); 3] = [
+const HOSTOS_BINARIES: [(&str, &str, &str); 4] = [
     ("icos", "icos", "opt/ic/bin/icos"),
     (
         "icos-hostos-agent",
@@ -96,6 +96,11 @@ const HOSTOS_BINARIES: [(&str, &str, &str); 3] = [
         "icos-guestos-vm-bin",
         "icos-guestos-vm",
         "opt/ic/bin/icos-guestos-vm",
+    ),
+    (
+        "icos-hostos-network-bin",
+        "icos-hostos-network",
+        "opt/ic/bin/icos-hostos-network",
     ),
 ];
 

@@ -306,7 +306,7 @@ async fn round(
             registry_version: verified.registry.version,
         });
     };
-    let operator = SigningKey::load(op_path)?;
+    let operator = icos_registry::operator::OperatorKey::load(op_path)?;
     let request = JoinRequest::sign(node, &operator, cfg.ipv6);
     let mut errors = Vec::new();
     let mut not_accepted = Vec::new();

@@ -242,6 +242,12 @@ fn nic_args(args: &mut Vec<String>, index: usize, nic: &Nic) -> Result<(), Confi
             if user.restrict {
                 s.push_str(",restrict=on");
             }
+            if let Some(v6) = &user.ipv6 {
+                s.push_str(&format!(
+                    ",ipv6-net={}/{},ipv6-host={}",
+                    v6.prefix, v6.prefix_len, v6.host
+                ));
+            }
             for fwd in &user.host_forwards {
                 let host = fwd.host_addr.map(|a| a.to_string()).unwrap_or_default();
                 let guest = fwd.guest_addr.map(|a| a.to_string()).unwrap_or_default();
@@ -585,6 +591,35 @@ mod tests {
         });
         let args = vm.to_args().unwrap_or_default();
         assert!(args.contains(&"user,id=net0,restrict=on".to_owned()));
+    }
+
+    #[test]
+    fn user_net_takes_the_node_ipv6_network_with_the_gateway_as_host() {
+        let mut vm = direct();
+        vm.nics.push(Nic {
+            mac: None,
+            backend: NetBackend::User(UserNet {
+                restrict: false,
+                ipv6: Some(crate::config::UserIpv6 {
+                    prefix: "2001:db8:1234:56::"
+                        .parse()
+                        .unwrap_or(std::net::Ipv6Addr::UNSPECIFIED),
+                    prefix_len: 64,
+                    host: "2001:db8:1234:56::1"
+                        .parse()
+                        .unwrap_or(std::net::Ipv6Addr::UNSPECIFIED),
+                }),
+                ..UserNet::default()
+            }),
+        });
+        let args = vm.to_args().unwrap_or_default();
+        assert!(
+            args.contains(
+                &"user,id=net0,ipv6-net=2001:db8:1234:56::/64,ipv6-host=2001:db8:1234:56::1"
+                    .to_owned()
+            ),
+            "{args:?}"
+        );
     }
 
     #[cfg(unix)]

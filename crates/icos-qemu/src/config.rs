@@ -344,6 +344,21 @@ pub struct UserNet {
     pub host_forwards: Vec<HostForward>,
     /// Guest → host forwards.
     pub guest_forwards: Vec<GuestForward>,
+    /// The IPv6 network QEMU advertises, and its own address in it; QEMU's
+    /// defaults (`fec0::/64`) when `None`.
+    pub ipv6: Option<UserIpv6>,
+}
+
+/// The IPv6 side of a user-mode network: the prefix QEMU advertises and the
+/// address where it answers (router, and this machine as seen from the guest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserIpv6 {
+    /// The network (`ipv6-net`).
+    pub prefix: std::net::Ipv6Addr,
+    /// Its length.
+    pub prefix_len: u8,
+    /// QEMU's own address (`ipv6-host`), e.g. the node's configured gateway.
+    pub host: std::net::Ipv6Addr,
 }
 
 impl Default for UserNet {
@@ -352,6 +367,7 @@ impl Default for UserNet {
             restrict: true,
             host_forwards: Vec::new(),
             guest_forwards: Vec::new(),
+            ipv6: None,
         }
     }
 }

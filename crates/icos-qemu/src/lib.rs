@@ -57,8 +57,8 @@ mod text;
 pub use args::{ConfigError, MAX_DISK_SERIAL, MAX_IFNAME, MAX_SOCKET_PATH, escape_opt};
 pub use config::{
     Accel, CacheMode, Chardev, Console, Cpu, DirectKernel, Discard, Disk, DiskBus, DiskFormat,
-    Firmware, GuestForward, HostForward, Machine, NetBackend, Nic, Protocol, Uefi, UserNet,
-    VmConfig, Vsock,
+    Firmware, GuestForward, HostForward, Machine, NetBackend, Nic, Protocol, Uefi, UserIpv6,
+    UserNet, VmConfig, Vsock,
 };
 pub use firmware::{FirmwareError, OVMF_DIR, Ovmf};
 pub use probe::{

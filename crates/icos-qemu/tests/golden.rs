@@ -99,6 +99,7 @@ fn guestos_uefi(accel: Accel) -> VmConfig {
                 host_addr: Ipv4Addr::LOCALHOST,
                 host_port: 18080,
             }],
+            ipv6: None,
         }),
     });
     vm.serial = Some(Console::file(p("serial.log")));

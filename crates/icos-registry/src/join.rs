@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::keys::{self, SigningKey};
 use crate::model::{Registry, check_ed25519_hex, self_authenticating_id};
+use crate::operator::{OperatorPublicKey, OperatorSigner};
 use crate::proposal::{ProposalError, admit_node};
 
 /// A join request.
@@ -63,13 +64,14 @@ impl JoinRequest {
         format!("icos-join-request\n{node_public_key}\n{operator}\n{ipv6}\n").into_bytes()
     }
 
-    /// Makes a request for `node` run by the holder of `operator`.
-    pub fn sign(node: &SigningKey, operator: &SigningKey, ipv6: Ipv6Addr) -> JoinRequest {
+    /// Makes a request for `node` run by the holder of `operator` (an
+    /// Ed25519 or secp256k1 operator key).
+    pub fn sign(node: &SigningKey, operator: &dyn OperatorSigner, ipv6: Ipv6Addr) -> JoinRequest {
         let node_public_key = hex::encode(node.public_bytes());
-        let operator_id = self_authenticating_id(&operator.public_bytes());
+        let operator_id = operator.operator_public().id();
         let msg = JoinRequest::message(&node_public_key, &operator_id, ipv6);
         JoinRequest {
-            operator_signature: hex::encode(operator.sign(&msg)),
+            operator_signature: hex::encode(operator.operator_sign(&msg)),
             node_signature: hex::encode(node.sign(&msg)),
             node_public_key,
             operator: operator_id,
@@ -94,15 +96,11 @@ impl JoinRequest {
             .node_operators
             .get(&self.operator)
             .ok_or_else(|| JoinError::UnknownOperator(self.operator.clone()))?;
-        let op_key = check_ed25519_hex("public_key", &op.public_key)
+        let op_key = OperatorPublicKey::from_hex("public_key", &op.public_key)
             .map_err(|_| JoinError::UnknownOperator(self.operator.clone()))?;
         let msg = JoinRequest::message(&self.node_public_key, &self.operator, self.ipv6);
         let sig = |h: &str| hex::decode(h).unwrap_or_default();
-        if !keys::verify(
-            &keys::tuf_key(&op_key),
-            &msg,
-            &sig(&self.operator_signature),
-        ) {
+        if !op_key.verify(&msg, &sig(&self.operator_signature)) {
             return Err(JoinError::BadOperatorSignature(self.operator.clone()));
         }
         if !keys::verify(&keys::tuf_key(&node_key), &msg, &sig(&self.node_signature)) {
@@ -193,6 +191,40 @@ mod tests {
 
     fn keys(dir: &std::path::Path, name: &str) -> SigningKey {
         SigningKey::generate(&dir.join(name)).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn a_secp256k1_operator_as_dfx_makes_them_admits_its_node() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("op.pem");
+        std::fs::write(
+            &path,
+            include_str!("../../../examples/node_operator_private_key.pem"),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let op = crate::operator::OperatorKey::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        let public = op.public();
+        let r = crate::proposal::Proposal::AddNodeOperator {
+            public_key: public.to_hex(),
+            allowance: 1,
+        }
+        .apply(&Registry::genesis())
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(r.node_operators.contains_key(&public.id()));
+        let n1 = keys(dir.path(), "n1.pem");
+        let ip = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
+        let req = JoinRequest::sign(&n1, &op, ip);
+        assert_eq!(req.operator, public.id());
+        let (next, id) = req.admit(&r).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(id, self_authenticating_id(&n1.public_bytes()));
+        assert_eq!(next.node_operators[&public.id()].allowance, 0);
+        // A flipped signature bit is refused.
+        let mut bad = req.clone();
+        bad.operator_signature.replace_range(0..2, "00");
+        assert!(matches!(
+            bad.admit(&r),
+            Err(JoinError::BadOperatorSignature(_))
+        ));
     }
 
     #[test]

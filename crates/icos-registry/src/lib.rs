@@ -27,6 +27,7 @@ pub mod error;
 pub mod join;
 pub mod keys;
 pub mod model;
+pub mod operator;
 pub mod proposal;
 pub mod release;
 pub mod repo;

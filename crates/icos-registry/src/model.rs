@@ -10,7 +10,6 @@ use std::net::Ipv6Addr;
 
 use icos_boundary::{Principal, parse_principal};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha224};
 use url::Url;
 
 /// The file name of the registry document, as a TUF target.
@@ -101,7 +100,8 @@ pub struct Node {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeOperator {
-    /// The operator's Ed25519 public key, hex.
+    /// The operator's public key, hex: Ed25519 (32 bytes) or a compressed
+    /// secp256k1 point (33 bytes); see [`crate::operator`].
     pub public_key: String,
     /// How many more nodes the operator may add.
     pub allowance: u64,
@@ -235,18 +235,7 @@ pub fn check_ed25519_hex(field: &str, text: &str) -> Result<[u8; 32], Violation>
 /// derives node and operator ids: SHA-224 of the key's DER encoding,
 /// followed by the byte 0x02.
 pub fn self_authenticating_id(public_key: &[u8; 32]) -> String {
-    const ED25519_DER_PREFIX: [u8; 12] = [
-        0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
-    ];
-    let mut hasher = Sha224::new();
-    hasher.update(ED25519_DER_PREFIX);
-    hasher.update(public_key);
-    let mut blob = hasher.finalize().to_vec();
-    blob.push(0x02);
-    // 29 bytes always fit a principal.
-    Principal::from_slice(&blob)
-        .map(|p| p.to_string())
-        .unwrap_or_default()
+    crate::operator::OperatorPublicKey::Ed25519(*public_key).id()
 }
 
 fn check_version_ref(
@@ -367,7 +356,10 @@ impl Registry {
             if let Err(e) = principal(&field, id) {
                 out.push(e);
             }
-            if let Err(e) = check_ed25519_hex(&format!("{field}.public_key"), &op.public_key) {
+            if let Err(e) = crate::operator::OperatorPublicKey::from_hex(
+                &format!("{field}.public_key"),
+                &op.public_key,
+            ) {
                 out.push(e);
             }
         }

@@ -13,6 +13,7 @@ use crate::model::{
     ApiBoundaryNode, ElectedVersion, FirewallRule, Node, NodeOperator, Registry, RoutingEntry,
     Subnet, Violations, check_ed25519_hex, check_sha256, principal, self_authenticating_id,
 };
+use crate::operator::OperatorPublicKey;
 
 /// One change to the registry, as governance votes on it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -332,15 +333,15 @@ impl Proposal {
                 public_key,
                 allowance,
             } => {
-                let key = check_ed25519_hex("public_key", public_key)?;
-                let id = self_authenticating_id(&key);
+                let key = OperatorPublicKey::from_hex("public_key", public_key)?;
+                let id = key.id();
                 if r.node_operators.contains_key(&id) {
                     return Err(ProposalError::OperatorExists(id));
                 }
                 r.node_operators.insert(
                     id,
                     NodeOperator {
-                        public_key: hex::encode(key),
+                        public_key: key.to_hex(),
                         allowance: *allowance,
                     },
                 );

@@ -9,6 +9,7 @@ use anyhow::{Context, anyhow};
 use clap::{Args, Subcommand};
 use icos_registry::join::JoinRequest;
 use icos_registry::model::{FirewallRule, RoutingEntry};
+use icos_registry::operator::OperatorKey;
 use icos_registry::release::{UPDATE_IMG, sha256_from_sums, sha256_of_file};
 use icos_registry::{Lifetimes, Proposal, Registry, Repo, SigningKey};
 use url::Url;
@@ -47,7 +48,8 @@ pub struct JoinRequestArgs {
     /// The node's private key (PEM).
     #[arg(long, value_name = "FILE")]
     node_key: PathBuf,
-    /// The node operator's private key (PEM).
+    /// The node operator's private key (PEM: secp256k1 `EC PRIVATE KEY` as
+    /// `dfx identity` makes it, or Ed25519 PKCS#8).
     #[arg(long, value_name = "FILE")]
     operator_key: PathBuf,
     /// The node's IPv6 address.
@@ -69,7 +71,8 @@ pub struct JoinArgs {
     /// Or make the request here: the node's private key (PEM).
     #[arg(long, value_name = "FILE", requires_all = ["operator_key", "ipv6"])]
     node_key: Option<PathBuf>,
-    /// The node operator's private key (PEM).
+    /// The node operator's private key (PEM: secp256k1 `EC PRIVATE KEY` as
+    /// `dfx identity` makes it, or Ed25519 PKCS#8).
     #[arg(long, value_name = "FILE")]
     operator_key: Option<PathBuf>,
     /// The node's IPv6 address.
@@ -195,7 +198,8 @@ pub enum Kind {
     },
     /// Add a node operator (its id derives from its public key).
     AddNodeOperator {
-        /// The operator's Ed25519 public key, hex.
+        /// The operator's public key, hex: Ed25519 (32 bytes) or a secp256k1
+        /// point (33 bytes compressed, or 65).
         #[arg(long, value_name = "HEX", required_unless_present = "key")]
         public_key: Option<String>,
         /// Or the operator's key file (PEM); only its public half is used.
@@ -358,7 +362,7 @@ pub fn run(cmd: GovCmd) -> CmdResult {
 
 fn join_request(a: &JoinRequestArgs) -> CmdResult {
     let node = SigningKey::load(&a.node_key).map_err(classify)?;
-    let operator = SigningKey::load(&a.operator_key).map_err(classify)?;
+    let operator = OperatorKey::load(&a.operator_key).map_err(classify)?;
     let req = JoinRequest::sign(&node, &operator, a.ipv6);
     let json = serde_json::to_string_pretty(&req).failed()?;
     match &a.out {
@@ -383,7 +387,7 @@ fn join(a: &JoinArgs) -> CmdResult {
         }
         (None, Some(node), Some(op), Some(ipv6)) => {
             let node = SigningKey::load(node).map_err(classify)?;
-            let op = SigningKey::load(op).map_err(classify)?;
+            let op = OperatorKey::load(op).map_err(classify)?;
             JoinRequest::sign(&node, &op, ipv6)
         }
         _ => {
@@ -480,9 +484,10 @@ fn to_proposal(kind: Kind) -> CmdResult<Proposal> {
         } => {
             let public_key = match (public_key, key) {
                 (Some(p), _) => p,
-                (None, Some(path)) => {
-                    hex::encode(SigningKey::load(&path).map_err(classify)?.public_bytes())
-                }
+                (None, Some(path)) => OperatorKey::load(&path)
+                    .map_err(classify)?
+                    .public()
+                    .to_hex(),
                 (None, None) => {
                     return Err(Failure::BadInput(anyhow!(
                         "--public-key or --key is needed"

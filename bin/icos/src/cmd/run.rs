@@ -565,6 +565,7 @@ fn run_guestos(args: &GuestosArgs) -> CmdResult {
             restrict: !args.allow_outbound,
             host_forwards: args.forwards.clone(),
             guest_forwards: Vec::new(),
+            ipv6: None,
         }),
     });
     let serial_log = work.path().join("serial.log");
