@@ -543,7 +543,8 @@ fn an_operator_with_a_dfx_secp256k1_key_adds_its_node() {
     let t = net.tmp.path();
     // The examples' operator key is secp256k1 (`EC PRIVATE KEY`), as
     // `dfx identity new` makes them; the node key is Ed25519.
-    let operator = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/node_operator_private_key.pem");
+    let operator =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/node_operator_private_key.pem");
     icos()
         .args(["registry", "init"])
         .arg(t.join("scratch"))
