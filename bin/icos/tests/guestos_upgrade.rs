@@ -48,7 +48,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::registry::{Gov, serve_files, serve_registry};
-use common::{Children, fresh_dir, run_ok, source_root};
+use common::{Children, build_release, fresh_dir, run_ok};
 
 const SUBNET: &str = "tdb26-jop6k-aogll-7ltgs-eruif-6kk7m-qpktf-gdiqx-mxtrf-vb5e6-eqe";
 /// The guest's address, by which the registry knows the node.
@@ -65,23 +65,16 @@ fn icos() -> Command {
 /// Builds GuestOS `version` into `dir/<version>/guestos/`, with the
 /// registry's trust root `root` baked in.
 fn build(dir: &Path, version: &str, root: &Path) -> PathBuf {
-    let started = Instant::now();
-    let out = dir.join(version);
-    let status = icos()
-        .args(["build", "guestos", "--version", version, "--source"])
-        .arg(source_root())
-        .arg("--registry-root")
-        .arg(root)
-        .arg("--out")
-        .arg(&out)
-        .status()
-        .unwrap();
-    assert!(status.success(), "icos build guestos --version {version}");
-    eprintln!(
-        "BENCH build {version}: {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
-    out.join("guestos")
+    build_release(
+        "guestos",
+        &[
+            "--version",
+            version,
+            "--registry-root",
+            root.to_str().unwrap(),
+        ],
+        &dir.join(version),
+    )
 }
 
 /// The console of one `icos run guestos --stay`, line by line with the

@@ -44,8 +44,8 @@ use std::time::{Duration, Instant};
 
 use common::hostos::{
     GUEST, SOFT_LOCKUP, build_image, hostos_config, hostos_vm, install_guest_and_config, node_ipv6,
+    require_nested_tools,
 };
-use common::require;
 use icos_deterministic_ips::NodeType;
 use icos_qemu::{Outcome, Runner, Watch};
 
@@ -65,19 +65,7 @@ struct Seen {
 
 #[test]
 fn hostos_boots_guestos_nested_with_vsock() {
-    for (tool, package) in [
-        ("sfdisk", "fdisk"),
-        ("mke2fs", "e2fsprogs"),
-        ("debugfs", "e2fsprogs"),
-        ("veritysetup", "cryptsetup-bin"),
-        ("mmdebstrap", "mmdebstrap"),
-        ("mcopy", "mtools"),
-        ("mkfs.vfat", "dosfstools"),
-        ("zstd", "zstd"),
-        ("qemu-system-x86_64", "qemu-system-x86"),
-    ] {
-        require(tool, package);
-    }
+    require_nested_tools();
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("hostos_nested");
     let lock = File::create(dir.with_extension("lock")).unwrap();
     lock.lock().unwrap();

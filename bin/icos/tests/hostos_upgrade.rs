@@ -32,18 +32,16 @@
 mod common;
 
 use std::fs;
-use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::hostos::{
     GATEWAY, GUEST, SOFT_LOCKUP, build_image, hostos_config, hostos_vm, install_guest_and_config,
-    node_ipv6,
+    node_ipv6, require_nested_tools,
 };
 use common::registry::{Gov, serve_files, serve_registry};
-use common::{Children, fresh_dir, require, source_root};
+use common::{Children, build_release, fresh_dir};
 use icos_deterministic_ips::NodeType;
 use icos_layout::OsKind;
 use icos_qemu::{Outcome, Runner, Watch};
@@ -51,28 +49,6 @@ use icos_qemu::{Outcome, Runner, Watch};
 const SUBNET: &str = "tdb26-jop6k-aogll-7ltgs-eruif-6kk7m-qpktf-gdiqx-mxtrf-vb5e6-eqe";
 /// Each step (a boot, the upgrade) must be done by then.
 const STEP_TIMEOUT: Duration = Duration::from_secs(900);
-
-fn icos() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_icos"))
-}
-
-/// `icos build hostos --version VERSION` into `out`; returns the artifacts.
-fn build_hostos_release(version: &str, out: &Path) -> std::path::PathBuf {
-    let started = Instant::now();
-    let status = icos()
-        .args(["build", "hostos", "--version", version, "--source"])
-        .arg(source_root())
-        .arg("--out")
-        .arg(out)
-        .status()
-        .unwrap();
-    assert!(status.success(), "icos build hostos --version {version}");
-    eprintln!(
-        "built hostos {version} in {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
-    out.join("hostos")
-}
 
 /// A field `name=` of a marker line.
 fn field<'a>(line: &'a str, name: &str) -> &'a str {
@@ -84,18 +60,7 @@ fn field<'a>(line: &'a str, name: &str) -> &'a str {
 #[test]
 #[ignore = "stress VM test (three image builds; HostOS and nested GuestOS booted twice under TCG, about 20 minutes): scripts/stress.sh runs it"]
 fn hostos_upgrades_itself_when_the_registry_says_so_and_confirms_once_guestos_runs() {
-    for (tool, package) in [
-        ("sfdisk", "fdisk"),
-        ("mke2fs", "e2fsprogs"),
-        ("debugfs", "e2fsprogs"),
-        ("veritysetup", "cryptsetup-bin"),
-        ("mmdebstrap", "mmdebstrap"),
-        ("mcopy", "mtools"),
-        ("zstd", "zstd"),
-        ("qemu-system-x86_64", "qemu-system-x86"),
-    ] {
-        require(tool, package);
-    }
+    require_nested_tools();
     let (dir, _lock) = fresh_dir("hostos_upgrade");
     let mut children = Children(Vec::new());
 
@@ -123,7 +88,7 @@ fn hostos_upgrades_itself_when_the_registry_says_so_and_confirms_once_guestos_ru
         &dir.join("hostos"),
     );
     assert_eq!(host_version, "h1");
-    let h2 = build_hostos_release("h2", &dir.join("out-h2"));
+    let h2 = build_release("hostos", &["--version", "h2"], &dir.join("out-h2"));
 
     // 2. The release server and the registry, on this machine; the guest
     // and HostOS reach them at the gateway address.
@@ -270,7 +235,7 @@ fn hostos_upgrades_itself_when_the_registry_says_so_and_confirms_once_guestos_ru
     // The guest asks; HostOS downloads, checks, installs, commits, reboots.
     let upgrade_watch = Watch::new(STEP_TIMEOUT)
         .success("committed to slot B")
-        .failure("upgrade refused")
+        .failure("upgrade refused: boot state")
         .failure("install failed")
         .failure("HOSTOS BOOT SUCCESS")
         .failure(SOFT_LOCKUP);

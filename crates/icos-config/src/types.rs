@@ -220,6 +220,29 @@ config_object! {
     }
 }
 
+impl FixedIpv6Config {
+    /// [`FixedIpv6Config::address`] split into the address and its prefix
+    /// length (64 when none is given); the error says what is wrong with
+    /// the text.
+    pub fn address_and_length(&self) -> Result<(Ipv6Addr, u8), String> {
+        let text = self.address.as_str();
+        let (addr, len) = match text.split_once('/') {
+            Some((a, l)) => (
+                a,
+                l.parse::<u8>()
+                    .ok()
+                    .filter(|l| *l <= 128)
+                    .ok_or_else(|| format!("'{text}': the prefix length must be 0..=128"))?,
+            ),
+            None => (text, 64),
+        };
+        let addr = addr
+            .parse::<Ipv6Addr>()
+            .map_err(|e| format!("'{text}': {e}"))?;
+        Ok((addr, len))
+    }
+}
+
 /// The IPv6 configuration, written in JSON as an externally tagged enum:
 /// `{"Deterministic": {…}}`, `{"Fixed": {…}}` or `"RouterAdvertisement"`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

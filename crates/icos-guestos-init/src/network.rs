@@ -15,7 +15,6 @@
 //! DNS64 resolvers of [`NAME_SERVERS`] are used (IC nodes are IPv6-only).
 
 use std::fmt::Write;
-use std::net::Ipv6Addr;
 
 use icos_config::{GuestOSConfig, Ipv6Config};
 use icos_deterministic_ips::NodeType;
@@ -33,28 +32,6 @@ pub const NAME_SERVERS: &[&str] = &[
     "2606:4700:4700::64",
 ];
 
-/// `address[/len]` as `(address, len)`, `len` 64 when absent.
-fn split_cidr(text: &str) -> Result<(Ipv6Addr, u8)> {
-    let bad = |reason: String| InitError::Config {
-        field: "network_settings.ipv6_config.Fixed.address",
-        reason,
-    };
-    let (addr, len) = match text.split_once('/') {
-        Some((a, l)) => (
-            a,
-            l.parse::<u8>()
-                .ok()
-                .filter(|l| *l <= 128)
-                .ok_or_else(|| bad(format!("'{text}': the prefix length must be 0..=128")))?,
-        ),
-        None => (text, 64),
-    };
-    let addr = addr
-        .parse::<Ipv6Addr>()
-        .map_err(|e| bad(format!("'{text}': {e}")))?;
-    Ok((addr, len))
-}
-
 /// The contents of [`NETWORK_FILE`] for `config`.
 pub fn render(config: &GuestOSConfig) -> Result<String> {
     let net = &config.network_settings;
@@ -66,7 +43,10 @@ pub fn render(config: &GuestOSConfig) -> Result<String> {
     let mut addresses = Vec::new();
     match &net.ipv6_config {
         Ipv6Config::Fixed(f) => {
-            let (addr, len) = split_cidr(&f.address)?;
+            let (addr, len) = f.address_and_length().map_err(|reason| InitError::Config {
+                field: "network_settings.ipv6_config.Fixed.address",
+                reason,
+            })?;
             s.push_str("IPv6AcceptRA=no\n");
             addresses.push((format!("{addr}/{len}"), f.gateway.to_string()));
         }

@@ -101,29 +101,6 @@ fn mac_text<S: serde::Serializer>(mac: &MacAddr6, s: S) -> Result<S::Ok, S::Erro
     s.serialize_str(&format_mac(mac))
 }
 
-/// `address[/len]` as `(address, len)`, 64 when no length is given.
-fn split_cidr(path: &Path, text: &str) -> Result<(Ipv6Addr, u8)> {
-    let bad = |reason: String| NetworkError::Config {
-        path: path.to_owned(),
-        field: "network_settings.ipv6_config.Fixed.address",
-        reason,
-    };
-    let (addr, len) = match text.split_once('/') {
-        Some((a, l)) => (
-            a,
-            l.parse::<u8>()
-                .ok()
-                .filter(|l| *l <= 128)
-                .ok_or_else(|| bad(format!("'{text}': the prefix length must be 0..=128")))?,
-        ),
-        None => (text, 64),
-    };
-    let addr = addr
-        .parse::<Ipv6Addr>()
-        .map_err(|e| bad(format!("'{text}': {e}")))?;
-    Ok((addr, len))
-}
-
 /// The link plan of `config` (read from `path`, named in errors).
 pub fn plan(path: &Path, config: &HostOSConfig) -> Result<Plan> {
     let icos = &config.icos_settings;
@@ -142,7 +119,13 @@ pub fn plan(path: &Path, config: &HostOSConfig) -> Result<Plan> {
             gateway: d.gateway,
         },
         Ipv6Config::Fixed(f) => {
-            let (address, prefix_length) = split_cidr(path, &f.address)?;
+            let (address, prefix_length) =
+                f.address_and_length()
+                    .map_err(|reason| NetworkError::Config {
+                        path: path.to_owned(),
+                        field: "network_settings.ipv6_config.Fixed.address",
+                        reason,
+                    })?;
             Addressing::Static {
                 address,
                 prefix_length,

@@ -11,7 +11,6 @@ use std::io::{Seek, SeekFrom, Write};
 use std::net::Ipv6Addr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Instant;
 
 use icos_build::hostos::HOSTOS_CONFIG_FS_UUID;
 use icos_deterministic_ips::NodeType;
@@ -21,7 +20,7 @@ use icos_qemu::{
     Accel, Console, Disk, Firmware, NetBackend, Nic, Ovmf, UserIpv6, UserNet, VmConfig,
 };
 
-use super::{run_ok, source_root};
+use super::{require, run_ok, source_root};
 
 /// L1 (HostOS) memory: the 2 GiB guest, plus HostOS and its tmpfs /var.
 pub const HOSTOS_MEMORY_MIB: u64 = 5120;
@@ -43,6 +42,24 @@ fn icos() -> Command {
     Command::new(env!("CARGO_BIN_EXE_icos"))
 }
 
+/// Fails the test, naming the package, when a host tool the nested tests
+/// use is missing.
+pub fn require_nested_tools() {
+    for (tool, package) in [
+        ("sfdisk", "fdisk"),
+        ("mke2fs", "e2fsprogs"),
+        ("debugfs", "e2fsprogs"),
+        ("veritysetup", "cryptsetup-bin"),
+        ("mmdebstrap", "mmdebstrap"),
+        ("mcopy", "mtools"),
+        ("mkfs.vfat", "dosfstools"),
+        ("zstd", "zstd"),
+        ("qemu-system-x86_64", "qemu-system-x86"),
+    ] {
+        require(tool, package);
+    }
+}
+
 /// The node's deterministic address of `node_type` (HostOS or GuestOS).
 pub fn node_ipv6(node_type: NodeType) -> Ipv6Addr {
     icos_deterministic_ips::deterministic_ipv6(
@@ -58,19 +75,7 @@ pub fn node_ipv6(node_type: NodeType) -> Ipv6Addr {
 /// `icos build KIND` into `out`, then the disk extracted into `dest`;
 /// returns the disk and the version.
 pub fn build_image(kind: &str, extra: &[&str], out: &Path, dest: &Path) -> (PathBuf, String) {
-    let started = Instant::now();
-    let status = icos()
-        .args(["build", kind])
-        .args(extra)
-        .arg("--source")
-        .arg(source_root())
-        .arg("--out")
-        .arg(out)
-        .status()
-        .unwrap();
-    assert!(status.success(), "icos build {kind} failed: {status}");
-    eprintln!("built {kind} in {:.1} s", started.elapsed().as_secs_f64());
-    let art = out.join(kind);
+    let art = super::build_release(kind, extra, out);
     fs::create_dir_all(dest).unwrap();
     let entries = icos_sparse_tar::extract(
         File::open(art.join("disk-img.tar.zst")).unwrap(),

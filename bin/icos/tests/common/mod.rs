@@ -74,6 +74,31 @@ pub fn fresh_dir(name: &str) -> (PathBuf, File) {
     (dir, lock)
 }
 
+/// `icos build KIND EXTRA... --source <tree> --out OUT`, timed; returns the
+/// artifacts folder `OUT/KIND`.
+pub fn build_release(kind: &str, extra: &[&str], out: &Path) -> PathBuf {
+    let started = std::time::Instant::now();
+    let status = Command::new(env!("CARGO_BIN_EXE_icos"))
+        .args(["build", kind])
+        .args(extra)
+        .arg("--source")
+        .arg(source_root())
+        .arg("--out")
+        .arg(out)
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "icos build {kind} {extra:?} failed: {status}"
+    );
+    eprintln!(
+        "BENCH build {kind} {}: {:.1} s",
+        extra.join(" "),
+        started.elapsed().as_secs_f64()
+    );
+    out.join(kind)
+}
+
 /// Checks that an image's output folder holds exactly the four published
 /// artifacts.
 pub fn assert_artifacts(art: &Path) {
