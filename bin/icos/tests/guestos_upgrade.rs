@@ -304,7 +304,8 @@ impl World {
             "--version-id",
             "v1",
         ]);
-        let registry_port = serve_registry(&mut world.children, &world.gov.repo, "127.0.0.1:0");
+        let registry_port =
+            serve_registry(&mut world.children, &world.gov.repo, "127.0.0.1:0", false);
 
         // 4. The guest's config: the dev config with a fixed IPv6 address
         // (the node's in the registry), IPv4 in QEMU's network, and the

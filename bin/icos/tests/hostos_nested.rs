@@ -84,7 +84,7 @@ fn hostos_boots_guestos_nested_with_vsock() {
         &dir.join("guestos"),
     );
     let config = hostos_config(&dir, &[], true);
-    install_guest_and_config(&dir, &host_disk, &guest_disk, &config);
+    install_guest_and_config(&dir, &host_disk, &guest_disk, &config, &[]);
 
     // HostOS under TCG, -cpu max (SVM/VMX for the nested KVM), on the
     // node's network (examples/config.ini: 2001:db8:1234:56::/64, the

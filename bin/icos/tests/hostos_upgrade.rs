@@ -9,20 +9,25 @@
 //! the gateway address: GuestOS's orchestrator takes the registry from its
 //! NNS URL, HostOS's agent downloads from the release URL.
 //!
-//! In the registry the node (found by GuestOS's deterministic IPv6) is in a
-//! subnet running `g1`, and governance has elected HostOS `h2` and deployed
-//! it to the node. With nothing done on the machine:
+//! The registry has the node operator of `examples/` (its secp256k1 key,
+//! as `dfx` makes them) with an allowance of one node, unassigned nodes on
+//! `g1`, and HostOS `h2` elected; the registry service admits joins. The
+//! HostOS config carries the operator key. With nothing done on the
+//! machine but one governance proposal:
 //!
 //! 1. HostOS `h1` boots from slot A, with its address on `br6`;
-//! 2. GuestOS boots, its orchestrator sees that HostOS runs `h1` where the
-//!    registry says `h2`, and asks HostOS over vsock to upgrade (URL and
-//!    SHA-256);
-//! 3. HostOS's agent downloads and checks the package, answers, installs it
+//! 2. GuestOS boots, generates its node key and joins: its orchestrator's
+//!    request, signed by the operator key, is admitted without a vote
+//!    ("Join request successful!"), for GuestOS's deterministic address;
+//! 3. governance deploys `h2` to the new node; the orchestrator sees that
+//!    HostOS runs `h1` where the registry says `h2`, and asks HostOS over
+//!    vsock to upgrade (URL and SHA-256);
+//! 4. HostOS's agent downloads and checks the package, answers, installs it
 //!    into its B volumes, commits and reboots;
-//! 4. HostOS `h2` boots from slot B (`failsafe_check`), starts GuestOS
+//! 5. HostOS `h2` boots from slot B (`failsafe_check`), starts GuestOS
 //!    again, and confirms its boot once GuestOS has reached the agent;
 //!    GuestOS's orchestrator then finds HostOS at the registry's version;
-//! 5. offline, HostOS's grubenv says `B stable`.
+//! 6. offline, HostOS's grubenv says `B stable`.
 //!
 //! Prints `BENCH` lines for each phase. Needs root and the host tools of
 //! `scripts/prereqs.sh`; `scripts/stress.sh` runs it.
@@ -31,6 +36,7 @@
 
 mod common;
 
+use std::cell::RefCell;
 use std::fs;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
@@ -41,12 +47,11 @@ use common::hostos::{
     node_ipv6, require_nested_tools,
 };
 use common::registry::{Gov, serve_files, serve_registry};
-use common::{Children, build_release, fresh_dir};
+use common::{Children, build_release, fresh_dir, source_root};
 use icos_deterministic_ips::NodeType;
 use icos_layout::OsKind;
 use icos_qemu::{Outcome, Runner, Watch};
 
-const SUBNET: &str = "tdb26-jop6k-aogll-7ltgs-eruif-6kk7m-qpktf-gdiqx-mxtrf-vb5e6-eqe";
 /// Each step (a boot, the upgrade) must be done by then.
 const STEP_TIMEOUT: Duration = Duration::from_secs(900);
 
@@ -106,30 +111,19 @@ fn hostos_upgrades_itself_when_the_registry_says_so_and_confirms_once_guestos_ru
         Arc::new(AtomicU64::new(0)),
         "[::]:0",
     );
-    let registry_port = serve_registry(&mut children, &gov.repo, "[::]:0");
+    let registry_port = serve_registry(&mut children, &gov.repo, "[::]:0", true);
     let base = |port: u16| format!("http://[{GATEWAY}]:{port}");
 
-    // 3. One operator; the node (by GuestOS's address) in a subnet on g1;
-    // HostOS h2 elected and deployed to the node.
+    // 3. The node operator of examples/ (its secp256k1 key, as dfx makes
+    // them), allowed one node; unassigned nodes run g1; HostOS h2 elected.
+    let operator_key = source_root().join("examples/node_operator_private_key.pem");
     gov.pass(&[
         "add-node-operator",
-        "--public-key",
-        &"11".repeat(32),
+        "--key",
+        operator_key.to_str().unwrap(),
         "--allowance",
         "1",
     ]);
-    let operator = gov.only_id("node_operators");
-    let guest_ipv6 = node_ipv6(NodeType::GuestOS).to_string();
-    gov.pass(&[
-        "add-node",
-        "--public-key",
-        &"22".repeat(32),
-        "--operator",
-        &operator,
-        "--ipv6",
-        &guest_ipv6,
-    ]);
-    let node = gov.only_id("nodes");
     gov.pass(&[
         "elect-guestos-version",
         "--version-id",
@@ -139,15 +133,7 @@ fn hostos_upgrades_itself_when_the_registry_says_so_and_confirms_once_guestos_ru
         "--sha256sums",
         dir.join("out-g1/guestos/SHA256SUMS").to_str().unwrap(),
     ]);
-    gov.pass(&[
-        "create-subnet",
-        "--subnet",
-        SUBNET,
-        "--node",
-        &node,
-        "--version-id",
-        "g1",
-    ]);
+    gov.pass(&["deploy-guestos-to-unassigned-nodes", "--version-id", "g1"]);
     gov.pass(&[
         "elect-hostos-version",
         "--version-id",
@@ -157,18 +143,17 @@ fn hostos_upgrades_itself_when_the_registry_says_so_and_confirms_once_guestos_ru
         "--sha256sums",
         h2.join("SHA256SUMS").to_str().unwrap(),
     ]);
-    gov.pass(&[
-        "deploy-hostos-to-nodes",
-        "--node",
-        &node,
-        "--version-id",
-        "h2",
-    ]);
 
-    // 4. The machine, as SetupOS leaves it, with the registry as NNS; no
-    // node operator key, so the node is found by its address.
-    let config = hostos_config(&dir, &[format!("{}/", base(registry_port))], false);
-    install_guest_and_config(&dir, &host_disk, &guest_disk, &config);
+    // 4. The machine, as SetupOS leaves it, with the registry as NNS and
+    // the operator key: GuestOS makes its node key and joins.
+    let config = hostos_config(&dir, &[format!("{}/", base(registry_port))], true);
+    install_guest_and_config(
+        &dir,
+        &host_disk,
+        &guest_disk,
+        &config,
+        &[("node_operator_private_key.pem", &operator_key)],
+    );
     let log = dir.join("hostos.serial.log");
     let mut vm = hostos_vm(&dir, &host_disk, &log);
     // HostOS's reboot restarts the machine, as on real hardware.
@@ -176,8 +161,8 @@ fn hostos_upgrades_itself_when_the_registry_says_so_and_confirms_once_guestos_ru
 
     let started = Instant::now();
     let mut running = Runner::default().spawn(&vm).unwrap();
-    let mut lines: Vec<(Duration, String)> = Vec::new();
-    let mut step =
+    let lines: RefCell<Vec<(Duration, String)>> = RefCell::new(Vec::new());
+    let step =
         |what: &str, watch: Watch, running: &mut icos_qemu::RunningVm| -> (Duration, String) {
             let outcome = running
                 .wait_for_marker(&watch, |line| {
@@ -190,11 +175,12 @@ fn hostos_upgrades_itself_when_the_registry_says_so_and_confirms_once_guestos_ru
                         "confirm",
                         "HostOS runs",
                         "GuestOS VM launched",
+                        "Join request",
                     ];
                     if interesting.iter().any(|k| line.contains(k)) {
                         eprintln!("[{:6.1} s] {}", t.as_secs_f64(), line.trim());
                     }
-                    lines.push((t, line.to_owned()));
+                    lines.borrow_mut().push((t, line.to_owned()));
                 })
                 .unwrap();
             match outcome {
@@ -232,6 +218,33 @@ fn hostos_upgrades_itself_when_the_registry_says_so_and_confirms_once_guestos_ru
         &mut running,
     );
 
+    // The node joined on its own (operator-signed request, no vote),
+    // before or after its marker; governance then deploys h2 to it.
+    const JOINED: &str = "Join request successful!";
+    let seen = lines
+        .borrow()
+        .iter()
+        .find(|(_, l)| l.contains(JOINED))
+        .map(|(t, _)| *t);
+    let t_joined = match seen {
+        Some(t) => t,
+        None => step("the node's join", boot_watch(JOINED), &mut running).0,
+    };
+    let node = gov.only_id("nodes");
+    let shown = gov.show();
+    assert_eq!(
+        shown["registry"]["nodes"][&node]["ipv6"],
+        node_ipv6(NodeType::GuestOS).to_string(),
+        "{shown}"
+    );
+    gov.pass(&[
+        "deploy-hostos-to-nodes",
+        "--node",
+        &node,
+        "--version-id",
+        "h2",
+    ]);
+
     // The guest asks; HostOS downloads, checks, installs, commits, reboots.
     let upgrade_watch = Watch::new(STEP_TIMEOUT)
         .success("committed to slot B")
@@ -266,6 +279,7 @@ fn hostos_upgrades_itself_when_the_registry_says_so_and_confirms_once_guestos_ru
     let _ = running.kill();
 
     // What happened, in order, and the downloads the release server saw.
+    let lines = lines.into_inner();
     let text: Vec<&str> = lines.iter().map(|(_, l)| l.as_str()).collect();
     let at = |needle: &str| {
         lines
@@ -292,11 +306,12 @@ fn hostos_upgrades_itself_when_the_registry_says_so_and_confirms_once_guestos_ru
 
     let s = |d: Duration| d.as_secs_f64();
     eprintln!(
-        "BENCH hostos_upgrade h1_marker_s={:.1} guestos_marker_s={:.1} asked_s={:.1} \
+        "BENCH hostos_upgrade h1_marker_s={:.1} guestos_marker_s={:.1} joined_s={:.1} asked_s={:.1} \
          download_and_check_s={:.1} install_and_commit_s={:.1} reboot_to_h2_marker_s={:.1} \
          h2_marker_to_confirmed_s={:.1} confirmed_to_guest_follows_s={:.1} total_s={:.1}",
         s(t_h1),
         s(t_g1),
+        s(t_joined),
         s(asked),
         s(answered.saturating_sub(asked)),
         s(t_committed.saturating_sub(answered)),

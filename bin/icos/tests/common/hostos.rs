@@ -165,8 +165,15 @@ fn write_at(dst: &Path, offset: u64, src: &Path) {
 /// Does SetupOS's part on the HostOS disk `host_disk`: the GuestOS disk
 /// `guest_disk` into `hostlvm/guestos` (sparse; `guest_disk` is removed
 /// afterwards), and a fresh ext4 holding `config` as `config.json` over the
-/// whole `config` volume. `dir` holds the work files.
-pub fn install_guest_and_config(dir: &Path, host_disk: &Path, guest_disk: &Path, config: &Path) {
+/// whole `config` volume, with the `extras` (name, file) beside it, as
+/// SetupOS copies the node operator key there. `dir` holds the work files.
+pub fn install_guest_and_config(
+    dir: &Path,
+    host_disk: &Path,
+    guest_disk: &Path,
+    config: &Path,
+    extras: &[(&str, &Path)],
+) {
     let layout = OsKind::HostOs.layout();
     let (pv_offset, _) = layout.byte_range("hostlvm").unwrap();
     let pv = icos_lvm::read_pv_file(host_disk, pv_offset).unwrap();
@@ -190,6 +197,9 @@ pub fn install_guest_and_config(dir: &Path, host_disk: &Path, guest_disk: &Path,
     let tree = dir.join("config-tree");
     fs::create_dir_all(&tree).unwrap();
     fs::copy(config, tree.join("config.json")).unwrap();
+    for (name, file) in extras {
+        fs::copy(file, tree.join(name)).unwrap();
+    }
     let (cfg_off, cfg_len) = pv.lv_byte_range("config").unwrap();
     let tools = Tools::discover().unwrap();
     let cfg_img = dir.join("config.ext4");

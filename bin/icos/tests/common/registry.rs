@@ -89,15 +89,18 @@ impl Gov {
 }
 
 /// Serves `dir` with `icos registry serve` on `listen` (an address with
-/// port 0); returns the port.
-pub fn serve_registry(children: &mut Children, dir: &Path, listen: &str) -> u16 {
-    let mut child = icos()
-        .args(["registry", "serve"])
+/// port 0), admitting nodes that join (`POST /join`) when `admit` is set
+/// (with the repository's online key); returns the port.
+pub fn serve_registry(children: &mut Children, dir: &Path, listen: &str, admit: bool) -> u16 {
+    let mut cmd = icos();
+    cmd.args(["registry", "serve"])
         .arg(dir)
-        .args(["--listen", listen])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .args(["--listen", listen]);
+    if admit {
+        cmd.arg("--online-key")
+            .arg(dir.join("keys").join("online.pem"));
+    }
+    let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
