@@ -220,7 +220,9 @@ mod tests {
         assert_eq!(next.node_operators[&public.id()].allowance, 0);
         // A flipped signature bit is refused.
         let mut bad = req.clone();
-        bad.operator_signature.replace_range(0..2, "00");
+        let mut sig = hex::decode(&bad.operator_signature).unwrap_or_default();
+        sig[0] ^= 1;
+        bad.operator_signature = hex::encode(sig);
         assert!(matches!(
             bad.admit(&r),
             Err(JoinError::BadOperatorSignature(_))
