@@ -80,8 +80,9 @@ pub use types::{
     DeploymentEnvironment, DeterministicIpv6Config, Extra, FixedIpv6Config, GuestOSConfig,
     GuestOSDevSettings, GuestOSSettings, GuestOSUpgradeConfig, GuestVmType, HostOSConfig,
     HostOSDevSettings, HostOSSettings, ICOSDevSettings, ICOSSettings, Ipv4Config, Ipv6Config,
-    LEGACY_VM_FIELDS, NetworkSettings, ParseNameError, RecoveryConfig, SetupOSConfig,
-    SetupOSSettings, TrustedExecutionEnvironmentConfig, VmResources, VmResourcesSource,
+    Ipv6ConfigError, LEGACY_VM_FIELDS, NetworkSettings, ParseNameError, RecoveryConfig,
+    SetupOSConfig, SetupOSSettings, StaticIpv6, TrustedExecutionEnvironmentConfig, VmResources,
+    VmResourcesSource,
 };
 pub use url::Url;
 pub use validate::{

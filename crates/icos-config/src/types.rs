@@ -258,7 +258,80 @@ pub enum Ipv6Config {
     Unknown(Value),
 }
 
+/// A node's own IPv6 address and route, as [`Ipv6Config::static_address`]
+/// resolves them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StaticIpv6 {
+    /// The address.
+    pub address: Ipv6Addr,
+    /// Its prefix length.
+    pub prefix_length: u8,
+    /// The IPv6 gateway.
+    pub gateway: Ipv6Addr,
+}
+
+/// Why [`Ipv6Config::static_address`] cannot give an address: the field at
+/// fault and the rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ipv6ConfigError {
+    /// The field, e.g. `network_settings.ipv6_config.Fixed.address`.
+    pub field: &'static str,
+    /// What is wrong.
+    pub reason: String,
+}
+
 impl Ipv6Config {
+    /// The static address of the node's `node_type` interface: the `Fixed`
+    /// address, or the `Deterministic` one derived from `mgmt_mac` and
+    /// `deployment_environment` (`icos_deterministic_ips`); `None` when
+    /// addresses come from router advertisements.
+    pub fn static_address(
+        &self,
+        mgmt_mac: &MacAddr6,
+        deployment_environment: &str,
+        node_type: icos_deterministic_ips::NodeType,
+    ) -> Result<Option<StaticIpv6>, Ipv6ConfigError> {
+        match self {
+            Ipv6Config::Fixed(f) => {
+                let (address, prefix_length) =
+                    f.address_and_length().map_err(|reason| Ipv6ConfigError {
+                        field: "network_settings.ipv6_config.Fixed.address",
+                        reason,
+                    })?;
+                Ok(Some(StaticIpv6 {
+                    address,
+                    prefix_length,
+                    gateway: f.gateway,
+                }))
+            }
+            Ipv6Config::Deterministic(d) => {
+                let address = icos_deterministic_ips::deterministic_ipv6(
+                    mgmt_mac,
+                    deployment_environment,
+                    node_type,
+                    0,
+                    &d.prefix,
+                )
+                .map_err(|e| Ipv6ConfigError {
+                    field: "network_settings.ipv6_config.Deterministic.prefix",
+                    reason: e.to_string(),
+                })?;
+                Ok(Some(StaticIpv6 {
+                    address,
+                    prefix_length: d.prefix_length,
+                    gateway: d.gateway,
+                }))
+            }
+            Ipv6Config::RouterAdvertisement => Ok(None),
+            Ipv6Config::Unknown(v) => Err(Ipv6ConfigError {
+                field: "network_settings.ipv6_config",
+                reason: format!(
+                    "unknown variant {v}; expected Fixed, Deterministic or RouterAdvertisement"
+                ),
+            }),
+        }
+    }
+
     /// The variant's name as written in JSON (`None` for an unknown variant
     /// whose JSON is neither a string nor a one-member object).
     pub fn variant_name(&self) -> Option<&str> {

@@ -70,3 +70,12 @@ impl InitError {
         }
     }
 }
+
+impl From<icos_config::Ipv6ConfigError> for InitError {
+    fn from(e: icos_config::Ipv6ConfigError) -> Self {
+        InitError::Config {
+            field: e.field,
+            reason: e.reason,
+        }
+    }
+}

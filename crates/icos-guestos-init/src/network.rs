@@ -16,7 +16,7 @@
 
 use std::fmt::Write;
 
-use icos_config::{GuestOSConfig, Ipv6Config};
+use icos_config::GuestOSConfig;
 use icos_deterministic_ips::NodeType;
 
 use crate::{InitError, Paths, Result, write_file};
@@ -41,39 +41,23 @@ pub fn render(config: &GuestOSConfig) -> Result<String> {
          [Match]\nType=ether\n\n[Network]\nLinkLocalAddressing=ipv6\n",
     );
     let mut addresses = Vec::new();
-    match &net.ipv6_config {
-        Ipv6Config::Fixed(f) => {
-            let (addr, len) = f.address_and_length().map_err(|reason| InitError::Config {
-                field: "network_settings.ipv6_config.Fixed.address",
-                reason,
-            })?;
+    match net
+        .ipv6_config
+        .static_address(
+            &config.icos_settings.mgmt_mac,
+            config.icos_settings.deployment_environment.as_str(),
+            NodeType::GuestOS,
+        )
+        .map_err(InitError::from)?
+    {
+        Some(a) => {
             s.push_str("IPv6AcceptRA=no\n");
-            addresses.push((format!("{addr}/{len}"), f.gateway.to_string()));
+            addresses.push((
+                format!("{}/{}", a.address, a.prefix_length),
+                a.gateway.to_string(),
+            ));
         }
-        Ipv6Config::Deterministic(d) => {
-            let addr = icos_deterministic_ips::deterministic_ipv6(
-                &config.icos_settings.mgmt_mac,
-                config.icos_settings.deployment_environment.as_str(),
-                NodeType::GuestOS,
-                0,
-                &d.prefix,
-            )
-            .map_err(|e| InitError::Config {
-                field: "network_settings.ipv6_config.Deterministic",
-                reason: e.to_string(),
-            })?;
-            s.push_str("IPv6AcceptRA=no\n");
-            addresses.push((format!("{addr}/{}", d.prefix_length), d.gateway.to_string()));
-        }
-        Ipv6Config::RouterAdvertisement => s.push_str("IPv6AcceptRA=yes\n"),
-        Ipv6Config::Unknown(v) => {
-            return Err(InitError::Config {
-                field: "network_settings.ipv6_config",
-                reason: format!(
-                    "unknown variant {v}; expected Fixed, Deterministic or RouterAdvertisement"
-                ),
-            });
-        }
+        None => s.push_str("IPv6AcceptRA=yes\n"),
     }
     if let Some(v4) = &net.ipv4_config {
         addresses.push((
@@ -105,7 +89,7 @@ pub fn apply(paths: &Paths, config: &GuestOSConfig) -> Result<std::path::PathBuf
 #[cfg(test)]
 mod tests {
     use super::*;
-    use icos_config::{FixedIpv6Config, Ipv4Config};
+    use icos_config::{FixedIpv6Config, Ipv4Config, Ipv6Config};
 
     use crate::golden;
 

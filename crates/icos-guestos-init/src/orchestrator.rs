@@ -37,7 +37,7 @@ use std::fmt::Write;
 use std::net::Ipv6Addr;
 use std::path::PathBuf;
 
-use icos_config::{GuestOSConfig, Ipv6Config};
+use icos_config::GuestOSConfig;
 use icos_deterministic_ips::NodeType;
 
 use crate::{InitError, Paths, Result, write_file};
@@ -110,36 +110,15 @@ impl std::fmt::Display for Off {
 /// The node's IPv6 address as the network step configures it; `None` for
 /// router advertisements.
 pub fn node_ipv6(config: &GuestOSConfig) -> Result<Option<Ipv6Addr>> {
-    match &config.network_settings.ipv6_config {
-        Ipv6Config::Fixed(f) => {
-            let text = f.address.split('/').next().unwrap_or_default();
-            text.parse::<Ipv6Addr>()
-                .map(Some)
-                .map_err(|e| InitError::Config {
-                    field: "network_settings.ipv6_config.Fixed.address",
-                    reason: format!("'{}': {e}", f.address),
-                })
-        }
-        Ipv6Config::Deterministic(d) => icos_deterministic_ips::deterministic_ipv6(
+    Ok(config
+        .network_settings
+        .ipv6_config
+        .static_address(
             &config.icos_settings.mgmt_mac,
             config.icos_settings.deployment_environment.as_str(),
             NodeType::GuestOS,
-            0,
-            &d.prefix,
-        )
-        .map(Some)
-        .map_err(|e| InitError::Config {
-            field: "network_settings.ipv6_config.Deterministic",
-            reason: e.to_string(),
-        }),
-        Ipv6Config::RouterAdvertisement => Ok(None),
-        Ipv6Config::Unknown(v) => Err(InitError::Config {
-            field: "network_settings.ipv6_config",
-            reason: format!(
-                "unknown variant {v}; expected Fixed, Deterministic or RouterAdvertisement"
-            ),
-        }),
-    }
+        )?
+        .map(|a| a.address))
 }
 
 /// The settings for `config` on the system under `paths`.
@@ -248,7 +227,7 @@ pub fn apply(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use icos_config::FixedIpv6Config;
+    use icos_config::{FixedIpv6Config, Ipv6Config};
     use std::path::Path;
 
     fn fixed(address: &str) -> GuestOSConfig {

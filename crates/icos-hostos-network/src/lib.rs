@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use std::net::Ipv6Addr;
 use std::path::{Path, PathBuf};
 
-use icos_config::{HostOSConfig, Ipv6Config};
+use icos_config::HostOSConfig;
 use icos_deterministic_ips::{NodeType, format_mac};
 use macaddr::MacAddr6;
 use serde::Serialize;
@@ -106,42 +106,21 @@ pub fn plan(path: &Path, config: &HostOSConfig) -> Result<Plan> {
     let icos = &config.icos_settings;
     let env = icos.deployment_environment.as_str();
     let mac = icos_deterministic_ips::deterministic_mac(&icos.mgmt_mac, env, NodeType::HostOS, 0);
-    let addressing = match &config.network_settings.ipv6_config {
-        Ipv6Config::Deterministic(d) => Addressing::Static {
-            address: icos_deterministic_ips::slaac_ipv6(&mac, &d.prefix).map_err(|e| {
-                NetworkError::Config {
-                    path: path.to_owned(),
-                    field: "network_settings.ipv6_config.Deterministic.prefix",
-                    reason: e.to_string(),
-                }
-            })?,
-            prefix_length: d.prefix_length,
-            gateway: d.gateway,
+    let addressing = match config
+        .network_settings
+        .ipv6_config
+        .static_address(&icos.mgmt_mac, env, NodeType::HostOS)
+        .map_err(|e| NetworkError::Config {
+            path: path.to_owned(),
+            field: e.field,
+            reason: e.reason,
+        })? {
+        Some(a) => Addressing::Static {
+            address: a.address,
+            prefix_length: a.prefix_length,
+            gateway: a.gateway,
         },
-        Ipv6Config::Fixed(f) => {
-            let (address, prefix_length) =
-                f.address_and_length()
-                    .map_err(|reason| NetworkError::Config {
-                        path: path.to_owned(),
-                        field: "network_settings.ipv6_config.Fixed.address",
-                        reason,
-                    })?;
-            Addressing::Static {
-                address,
-                prefix_length,
-                gateway: f.gateway,
-            }
-        }
-        Ipv6Config::RouterAdvertisement => Addressing::RouterAdvertisement,
-        Ipv6Config::Unknown(v) => {
-            return Err(NetworkError::Config {
-                path: path.to_owned(),
-                field: "network_settings.ipv6_config",
-                reason: format!(
-                    "unknown variant {v}; expected Deterministic, Fixed or RouterAdvertisement"
-                ),
-            });
-        }
+        None => Addressing::RouterAdvertisement,
     };
     Ok(Plan { mac, addressing })
 }
