@@ -431,7 +431,7 @@ impl icos_sparse_tar::Visitor for VersionReader {
 /// The trimmed `VERSION.TXT` of the upgrade image read from `update` (named
 /// `update_path` in errors), reading the archive only up to that member: to
 /// compare an image with the running version before installing it.
-pub fn read_version<R: Read>(update: R, update_path: &Path) -> Result<String, SlotsError> {
+pub fn read_version<R: Read + Send>(update: R, update_path: &Path) -> Result<String, SlotsError> {
     let mut reader = VersionReader {
         update: update_path.to_path_buf(),
         in_version: false,
@@ -491,7 +491,7 @@ impl<D: Device> SlotDisk<D> {
     ///    each, 4 KiB per GiB) must be zero; on a mismatch the headers are
     ///    zeroed again;
     /// 7. only then grubenv is rewritten in place and synced.
-    pub fn install<R: Read>(
+    pub fn install<R: Read + Send>(
         &mut self,
         update: R,
         update_path: &Path,

@@ -79,6 +79,7 @@
 mod error;
 mod header;
 mod read;
+mod readahead;
 mod scan;
 mod write;
 

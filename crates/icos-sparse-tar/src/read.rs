@@ -6,6 +6,7 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use crate::header::{self, BLOCK, BLOCK_U64};
+use crate::readahead;
 use crate::{EntryInfo, EntryKind, Error, Phase, Progress, Segment};
 
 /// The first four bytes of a zstd frame.
@@ -73,12 +74,23 @@ pub trait Visitor {
 /// Walks a plain or zstd-compressed tar read from `input` (named `label` in
 /// errors), handing every member to `visitor`, and returns the members.
 /// The archive is read to its end, so a zstd checksum is verified.
-pub fn visit<R: Read, V: Visitor>(
+///
+/// A compressed archive is decompressed on a thread of its own, a few MiB
+/// ahead of `visitor`, so that a visitor that hashes and writes what it is
+/// handed works while the next bytes are decompressed.
+pub fn visit<R: Read + Send, V: Visitor>(
     input: R,
     label: &Path,
     visitor: &mut V,
 ) -> Result<Vec<EntryInfo>, Error> {
-    walk_any(input, label, visitor)
+    let mut input = BufReader::with_capacity(1 << 20, input);
+    let head = input.fill_buf().map_err(Error::io("reading", label))?;
+    if !head.starts_with(&ZSTD_MAGIC) {
+        return walk(input, label, visitor);
+    }
+    let decoder = zstd::stream::read::Decoder::with_buffer(input)
+        .map_err(Error::io("decompressing", label))?;
+    readahead::with_read_ahead(decoder, |stream| walk(stream, label, visitor))
 }
 
 fn walk_any<R: Read, V: Visitor>(

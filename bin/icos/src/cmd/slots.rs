@@ -143,8 +143,8 @@ fn show(args: &ShowArgs) -> CmdResult {
 
 fn install(args: &InstallArgs) -> CmdResult {
     let stdin = args.update.as_os_str() == "-";
-    let input: Box<dyn Read> = if stdin {
-        Box::new(std::io::stdin().lock())
+    let input: Box<dyn Read + Send> = if stdin {
+        Box::new(std::io::stdin())
     } else {
         let file = std::fs::File::open(&args.update)
             .with_context(|| format!("opening upgrade image {}", args.update.display()));
