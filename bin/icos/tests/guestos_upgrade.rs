@@ -57,6 +57,9 @@ const NODE_IPV6: &str = "2001:db8:0:1::10";
 const BOOT_TIMEOUT: &str = "600";
 /// How long the whole upgrade may take, from `gov execute` to the reboot.
 const UPGRADE_TIMEOUT: Duration = Duration::from_secs(20 * 60);
+/// The release server's name for v1's upgrade image (v2's is
+/// `update-img.tar.zst`).
+const V1_RELEASE: &str = "v1-update-img.tar.zst";
 
 fn icos() -> Command {
     Command::new(env!("CARGO_BIN_EXE_icos"))
@@ -248,11 +251,14 @@ impl World {
         assert_eq!(grubenv(&disk), ("A".into(), "stable".into()));
         let releases = dir.join("releases");
         fs::create_dir_all(&releases).unwrap();
+        // Each release under its own name: the stress test deploys v1
+        // again after v2.
         fs::copy(
             v2.join("update-img.tar.zst"),
             releases.join("update-img.tar.zst"),
         )
         .unwrap();
+        fs::copy(v1.join("update-img.tar.zst"), releases.join(V1_RELEASE)).unwrap();
         let requests = Arc::new(Mutex::new(Vec::new()));
         let cut = Arc::new(AtomicU64::new(0));
         let file_port = serve_files(
@@ -294,7 +300,7 @@ impl World {
             gov,
             config_path: PathBuf::new(),
         };
-        world.elect("v1", &world.v1.join("SHA256SUMS"), "update-img.tar.zst");
+        world.elect("v1", &world.v1.join("SHA256SUMS"), V1_RELEASE);
         world.gov.pass(&[
             "create-subnet",
             "--subnet",
