@@ -142,21 +142,29 @@ pub fn run(a: &JoinArgs) -> Result<(), JoinFailure> {
     runtime.block_on(join(&cfg)).map(|_| ())
 }
 
-/// For `run --node-key`: the node id, after joining when an operator key
-/// is given (retrying network failures until joined or refused).
-pub fn node_id_for_run(
+/// For `run --node-key`: the node id derived from the node key, which is
+/// generated when missing. Needs no network.
+pub fn node_id_for_run(keys: &NodeKeyArgs) -> Result<Option<String>, JoinFailure> {
+    let Some(node_key) = &keys.node_key else {
+        return Ok(None);
+    };
+    let (key, _) = register::load_or_generate(node_key).map_err(classify)?;
+    Ok(Some(register::node_id(&key)))
+}
+
+/// For `run --operator-key`: joins unless the verified registry lists the
+/// node already, retrying network failures until joined or refused.
+pub fn join_for_run(
     keys: &NodeKeyArgs,
     registry_urls: &[Url],
     root: &Path,
     datastore: &Path,
     ipv6: Option<Ipv6Addr>,
-) -> Result<Option<String>, JoinFailure> {
-    let Some(node_key) = &keys.node_key else {
-        return Ok(None);
-    };
-    let (Some(operator_key), Some(ipv6)) = (&keys.operator_key, ipv6) else {
-        let (key, _) = register::load_or_generate(node_key).map_err(classify)?;
-        return Ok(Some(register::node_id(&key)));
+) -> Result<(), JoinFailure> {
+    let (Some(node_key), Some(operator_key), Some(ipv6)) =
+        (&keys.node_key, &keys.operator_key, ipv6)
+    else {
+        return Ok(());
     };
     check_root(root)?;
     let cfg = JoinConfig {
@@ -176,5 +184,5 @@ pub fn node_id_for_run(
         .build()
         .context("starting the async runtime")
         .map_err(failed)?;
-    runtime.block_on(join(&cfg)).map(Some)
+    runtime.block_on(join(&cfg)).map(|_| ())
 }

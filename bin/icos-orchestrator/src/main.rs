@@ -240,21 +240,15 @@ fn run(args: RunArgs) -> Result<(), Failure> {
             args.version_file.display()
         )));
     }
-    let joined = join::node_id_for_run(
-        &args.node_keys,
-        &urls,
-        &args.registry.root,
-        &args.registry.datastore,
-        args.ipv6,
-    )
-    .map_err(|f| {
+    let join_failure = |f: join::JoinFailure| {
         if f.bad_input {
             Failure::BadInput(f.error)
         } else {
             Failure::Failed(f.error)
         }
-    })?;
-    let node = match (joined.or(args.node_id), args.ipv6) {
+    };
+    let from_key = join::node_id_for_run(&args.node_keys).map_err(join_failure)?;
+    let node = match (from_key.or(args.node_id), args.ipv6) {
         (Some(id), _) => NodeSelector::Id(id),
         (None, Some(ip)) => NodeSelector::Ipv6(ip),
         (None, None) => {
@@ -263,13 +257,14 @@ fn run(args: RunArgs) -> Result<(), Failure> {
             )));
         }
     };
+    let datastore = args.registry.datastore.clone();
     let config = Config {
-        registry_urls: urls,
-        trust_root: args.registry.root,
-        datastore: args.registry.datastore,
-        node,
+        registry_urls: urls.clone(),
+        trust_root: args.registry.root.clone(),
+        datastore: datastore.clone(),
+        node: node.clone(),
         running_version: running,
-        status_path: args.status_file,
+        status_path: args.status_file.clone(),
         download: DownloadOptions::default(),
         registry_timeout: Duration::from_secs(30),
     };
@@ -280,6 +275,35 @@ fn run(args: RunArgs) -> Result<(), Failure> {
         }
         agent
     });
+    let metrics = Arc::new(Metrics::new());
+    let mut orch = Orchestrator::new(
+        config,
+        DiskPath(args.disk),
+        SystemctlReboot,
+        host,
+        Arc::clone(&metrics),
+    );
+    // The boot is confirmed before anything that needs the network (the
+    // join may wait long for a registry): a failure is logged and retried
+    // at every pass, it does not stop the upgrades.
+    let confirmed = match orch.start() {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!(error = %e, "confirming the boot failed");
+            if args.once {
+                return Err(Failure::Failed(anyhow!("confirming the boot: {e}")));
+            }
+            false
+        }
+    };
+    join::join_for_run(
+        &args.node_keys,
+        &urls,
+        &args.registry.root,
+        &datastore,
+        args.ipv6,
+    )
+    .map_err(join_failure)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -287,9 +311,14 @@ fn run(args: RunArgs) -> Result<(), Failure> {
         .context("starting the async runtime")
         .map_err(Failure::Failed)?;
     runtime.block_on(daemon(
-        config,
-        DiskPath(args.disk),
-        host,
+        Daemon {
+            orch,
+            confirmed,
+            metrics,
+            datastore,
+            node,
+            status_path: args.status_file,
+        },
         args.metrics_addr,
         args.poll,
         args.max_backoff,
@@ -298,18 +327,32 @@ fn run(args: RunArgs) -> Result<(), Failure> {
     ))
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The orchestrator as `run` started it, boot confirmation tried.
+struct Daemon {
+    orch: Orchestrator<DiskPath, SystemctlReboot, VsockHostAgent>,
+    confirmed: bool,
+    metrics: Arc<Metrics>,
+    datastore: PathBuf,
+    node: NodeSelector,
+    status_path: PathBuf,
+}
+
 async fn daemon(
-    config: Config,
-    disk: DiskPath,
-    host: Option<VsockHostAgent>,
+    d: Daemon,
     metrics_addr: Option<SocketAddr>,
     poll: Duration,
     max_backoff: Duration,
     once: bool,
     follow: follow::FollowArgs,
 ) -> Result<(), Failure> {
-    let metrics = Arc::new(Metrics::new());
+    let Daemon {
+        mut orch,
+        mut confirmed,
+        metrics,
+        datastore,
+        node,
+        status_path,
+    } = d;
     if let Some(addr) = metrics_addr {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -330,29 +373,11 @@ async fn daemon(
         });
         tracing::info!(%addr, "serving metrics");
     }
-    let mut follower = follow::Follower::start(
-        follow,
-        &config.datastore,
-        config.node.clone(),
-        &config.status_path,
-        Arc::clone(&metrics),
-    )
-    .map_err(Failure::BadInput)?;
+    let mut follower =
+        follow::Follower::start(follow, &datastore, node, &status_path, Arc::clone(&metrics))
+            .map_err(Failure::BadInput)?;
     // The replica starts at once, on the last verified registry if any.
     follower.sync();
-    let mut orch = Orchestrator::new(config, disk, SystemctlReboot, host, metrics);
-    // The boot is confirmed first: a failure is logged and retried at every
-    // pass, it does not stop the upgrades.
-    let mut confirmed = match orch.start() {
-        Ok(()) => true,
-        Err(e) => {
-            tracing::error!(error = %e, "confirming the boot failed");
-            if once {
-                return Err(Failure::Failed(anyhow!("confirming the boot: {e}")));
-            }
-            false
-        }
-    };
     let mut backoff = icos_registry::client::Backoff::new(poll, max_backoff);
     loop {
         if !confirmed {
