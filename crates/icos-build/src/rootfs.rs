@@ -20,7 +20,10 @@
 //! | `etc/machine-id` | empty | systemd makes a transient id on a read-only root |
 //! | `usr/share/man/*`, `usr/share/info/*`, `usr/share/locale/*` | drop | size |
 //! | files under `usr/share/doc/` but `copyright` | drop | size; licences stay |
-//! | kernel modules outside [`KEEP_MODULES`] | drop | size: only what a virtio VM with dm-verity, dm-crypt, ext4, vfat, XFS, vsock, nftables, a USB (xHCI) CONFIG disk and the ACPI power button need |
+//! | `usr/share/perl/*`, `usr/lib/x86_64-linux-gnu/perl/*`, `libperl.so*`, `usr/bin/perl5.*-x86_64-linux-gnu` | drop | size: Perl's library beyond `perl-base`, pulled in by the kernel package's install-time tools; nothing on a running node uses it (`perl-base` stays, as Debian's Essential set has it) |
+//! | `usr/lib/x86_64-linux-gnu/gconv/*` | drop | size: iconv's character-set modules; no program in the image converts character sets (glibc's built-in UTF-8, ASCII and Latin-1 remain) |
+//! | `usr/lib/udev/hwdb.d/*`, `usr/lib/udev/hwdb.bin` | drop | size (22 MiB): udev's hardware database only adds descriptive names (vendor, model) and laptop key maps; device naming, the power button and every rule the nodes rely on work without it, and a read-only root never recompiles it |
+//! | kernel modules outside [`KEEP_MODULES`], and the kernel's test modules (`lib/test_*`, `*-error-inject.ko`) | drop | size: only what a virtio VM with dm-verity, dm-crypt, ext4, vfat, XFS, vsock, nftables, a USB (xHCI) CONFIG disk and the ACPI power button need |
 //!
 //! Every entry then gets mtime = the build epoch; owners, modes, device
 //! numbers, hard links and extended attributes (`SCHILY.xattr.*`) are kept.
@@ -89,7 +92,7 @@ pub enum Rule {
 /// `is_dir` tells whether the entry is a directory. See the module docs.
 pub fn classify(path: &str, is_dir: bool) -> Rule {
     let under = |prefix: &str| path.starts_with(prefix) && path.len() > prefix.len();
-    const DROP_ALL_UNDER: [&str; 8] = [
+    const DROP_ALL_UNDER: [&str; 12] = [
         "boot/",
         "dev/",
         "run/",
@@ -98,6 +101,10 @@ pub fn classify(path: &str, is_dir: bool) -> Rule {
         "usr/share/man/",
         "usr/share/info/",
         "usr/share/locale/",
+        "usr/share/perl/",
+        "usr/lib/x86_64-linux-gnu/perl/",
+        "usr/lib/x86_64-linux-gnu/gconv/",
+        "usr/lib/udev/hwdb.d/",
     ];
     if DROP_ALL_UNDER.iter().any(|p| under(p)) {
         return Rule::Drop;
@@ -116,6 +123,7 @@ pub fn classify(path: &str, is_dir: bool) -> Rule {
             | "etc/apt/sources.list"
             | "var/cache/apt/archives/partial"
             | "var/lib/apt/lists/partial"
+            | "usr/lib/udev/hwdb.bin"
     ) {
         return Rule::Drop;
     }
@@ -143,15 +151,26 @@ pub fn classify(path: &str, is_dir: bool) -> Rule {
     if path.starts_with("etc/ssh/ssh_host_") {
         return Rule::Drop;
     }
+    if path.starts_with("usr/lib/x86_64-linux-gnu/libperl.so")
+        || (path.starts_with("usr/bin/perl5.") && path.ends_with("-x86_64-linux-gnu"))
+    {
+        return Rule::Drop;
+    }
     if under("usr/share/doc/") && !path.ends_with("/copyright") {
         return Rule::Drop;
     }
     if let Some(rest) = module_path(path)
-        && !KEEP_MODULES.iter().any(|k| rest.starts_with(k))
+        && (!KEEP_MODULES.iter().any(|k| rest.starts_with(k)) || is_test_module(rest))
     {
         return Rule::Drop;
     }
     Rule::Keep
+}
+
+/// The kernel's self-test and fault-injection modules (`lib/test_bpf.ko`
+/// alone is 4.6 MiB), which a node never loads.
+fn is_test_module(rest: &str) -> bool {
+    rest.starts_with("lib/test_") || rest.ends_with("-error-inject.ko")
 }
 
 /// For `[usr/]lib/modules/<version>/kernel/<rest>`, the `<rest>`.
@@ -944,6 +963,37 @@ mod tests {
                 Keep,
             ),
             ("usr/bin/busybox", false, Keep),
+            ("usr/share/perl/5.36.0/strict.pm", false, Drop),
+            ("usr/share/perl5/Debconf/Db.pm", false, Keep),
+            ("usr/lib/x86_64-linux-gnu/perl/5.36.0/POSIX.pm", false, Drop),
+            ("usr/lib/x86_64-linux-gnu/perl-base/strict.pm", false, Keep),
+            ("usr/lib/x86_64-linux-gnu/libperl.so.5.36.0", false, Drop),
+            ("usr/bin/perl5.36-x86_64-linux-gnu", false, Drop),
+            ("usr/bin/perl", false, Keep),
+            ("usr/bin/perl5.36.0", false, Keep),
+            ("usr/lib/x86_64-linux-gnu/gconv/IBM850.so", false, Drop),
+            ("usr/lib/udev/hwdb.d/20-pci-vendor-model.hwdb", false, Drop),
+            ("usr/lib/udev/hwdb.bin", false, Drop),
+            (
+                "usr/lib/udev/rules.d/60-persistent-storage.rules",
+                false,
+                Keep,
+            ),
+            (
+                "usr/lib/modules/6.1.0-50-amd64/kernel/lib/test_bpf.ko",
+                false,
+                Drop,
+            ),
+            (
+                "usr/lib/modules/6.1.0-50-amd64/kernel/lib/notifier-error-inject.ko",
+                false,
+                Drop,
+            ),
+            (
+                "usr/lib/modules/6.1.0-50-amd64/kernel/lib/libcrc32c.ko",
+                false,
+                Keep,
+            ),
         ];
         for (path, dir, want) in cases {
             assert_eq!(classify(path, *dir), *want, "{path}");
