@@ -21,7 +21,6 @@
 //! | `usr/share/man/*`, `usr/share/info/*`, `usr/share/locale/*` | drop | size |
 //! | files under `usr/share/doc/` but `copyright` | drop | size; licences stay |
 //! | `usr/share/perl/*`, `usr/lib/x86_64-linux-gnu/perl/*`, `libperl.so*`, `usr/bin/perl5.*-x86_64-linux-gnu` | drop | size: Perl's library beyond `perl-base`, pulled in by the kernel package's install-time tools; nothing on a running node uses it (`perl-base` stays, as Debian's Essential set has it) |
-//! | `usr/lib/x86_64-linux-gnu/gconv/*` | drop | size: iconv's character-set modules; no program in the image converts character sets (glibc's built-in UTF-8, ASCII and Latin-1 remain) |
 //! | `usr/lib/udev/hwdb.d/*`, `usr/lib/udev/hwdb.bin` | drop | size (22 MiB): udev's hardware database only adds descriptive names (vendor, model) and laptop key maps; device naming, the power button and every rule the nodes rely on work without it, and a read-only root never recompiles it |
 //! | kernel modules outside [`KEEP_MODULES`], and the kernel's test modules (`lib/test_*`, `*-error-inject.ko`) | drop | size: only what a virtio VM with dm-verity, dm-crypt, ext4, vfat, XFS, vsock, nftables, a USB (xHCI) CONFIG disk and the ACPI power button need |
 //!
@@ -92,7 +91,7 @@ pub enum Rule {
 /// `is_dir` tells whether the entry is a directory. See the module docs.
 pub fn classify(path: &str, is_dir: bool) -> Rule {
     let under = |prefix: &str| path.starts_with(prefix) && path.len() > prefix.len();
-    const DROP_ALL_UNDER: [&str; 12] = [
+    const DROP_ALL_UNDER: [&str; 11] = [
         "boot/",
         "dev/",
         "run/",
@@ -103,7 +102,6 @@ pub fn classify(path: &str, is_dir: bool) -> Rule {
         "usr/share/locale/",
         "usr/share/perl/",
         "usr/lib/x86_64-linux-gnu/perl/",
-        "usr/lib/x86_64-linux-gnu/gconv/",
         "usr/lib/udev/hwdb.d/",
     ];
     if DROP_ALL_UNDER.iter().any(|p| under(p)) {
@@ -971,7 +969,9 @@ mod tests {
             ("usr/bin/perl5.36-x86_64-linux-gnu", false, Drop),
             ("usr/bin/perl", false, Keep),
             ("usr/bin/perl5.36.0", false, Keep),
-            ("usr/lib/x86_64-linux-gnu/gconv/IBM850.so", false, Drop),
+            // mtools (HostOS's CONFIG media) converts names through
+            // iconv's IBM850 module.
+            ("usr/lib/x86_64-linux-gnu/gconv/IBM850.so", false, Keep),
             ("usr/lib/udev/hwdb.d/20-pci-vendor-model.hwdb", false, Drop),
             ("usr/lib/udev/hwdb.bin", false, Drop),
             (
