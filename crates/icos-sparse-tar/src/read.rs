@@ -83,14 +83,12 @@ pub fn visit<R: Read + Send, V: Visitor>(
     label: &Path,
     visitor: &mut V,
 ) -> Result<Vec<EntryInfo>, Error> {
-    let mut input = BufReader::with_capacity(1 << 20, input);
-    let head = input.fill_buf().map_err(Error::io("reading", label))?;
-    if !head.starts_with(&ZSTD_MAGIC) {
-        return walk(input, label, visitor);
+    match open_input(input, label)? {
+        Input::Plain(input) => walk(input, label, visitor),
+        Input::Zstd(decoder) => {
+            readahead::with_read_ahead(decoder, |stream| walk(stream, label, visitor))
+        }
     }
-    let decoder = zstd::stream::read::Decoder::with_buffer(input)
-        .map_err(Error::io("decompressing", label))?;
-    readahead::with_read_ahead(decoder, |stream| walk(stream, label, visitor))
 }
 
 fn walk_any<R: Read, V: Visitor>(
@@ -98,14 +96,28 @@ fn walk_any<R: Read, V: Visitor>(
     label: &Path,
     visitor: &mut V,
 ) -> Result<Vec<EntryInfo>, Error> {
+    match open_input(input, label)? {
+        Input::Plain(input) => walk(input, label, visitor),
+        Input::Zstd(decoder) => walk(decoder, label, visitor),
+    }
+}
+
+/// An archive's bytes, as stored or through zstd.
+enum Input<R: Read> {
+    Plain(BufReader<R>),
+    Zstd(zstd::stream::read::Decoder<'static, BufReader<R>>),
+}
+
+/// Tells a zstd-compressed archive (by its magic) from a plain one.
+fn open_input<R: Read>(input: R, label: &Path) -> Result<Input<R>, Error> {
     let mut input = BufReader::with_capacity(1 << 20, input);
     let head = input.fill_buf().map_err(Error::io("reading", label))?;
     if head.starts_with(&ZSTD_MAGIC) {
         let decoder = zstd::stream::read::Decoder::with_buffer(input)
             .map_err(Error::io("decompressing", label))?;
-        walk(decoder, label, visitor)
+        Ok(Input::Zstd(decoder))
     } else {
-        walk(input, label, visitor)
+        Ok(Input::Plain(input))
     }
 }
 
