@@ -240,7 +240,7 @@ pub fn render(plan: &Plan, nic: &str) -> Vec<NetworkdFile> {
     let mac = format_mac(&plan.mac);
     let member = format!(
         "{HEADER}\n[Match]\nName={nic}\n\n[Link]\nMACAddress={mac}\nMTUBytes=1500\n\n\
-         [Network]\nBridge={BRIDGE}\nLLDP=yes\nEmitLLDP=yes\n"
+         [Network]\nBridge={BRIDGE}\nLinkLocalAddressing=no\nIPv6AcceptRA=no\nLLDP=yes\nEmitLLDP=yes\n"
     );
     let netdev = format!(
         "{HEADER}\n[NetDev]\nName={BRIDGE}\nKind=bridge\nMACAddress={mac}\n\n\

@@ -38,6 +38,7 @@ pub struct SystemHost {
     ping_tries: u32,
     ping_interval: Duration,
     busybox: PathBuf,
+    ipv6_conf: PathBuf,
     up_since: Option<Instant>,
 }
 
@@ -55,7 +56,29 @@ impl SystemHost {
             ping_tries: 10,
             ping_interval: Duration::from_secs(2),
             busybox: PathBuf::from("/bin/busybox"),
+            ipv6_conf: PathBuf::from("/proc/sys/net/ipv6/conf"),
             up_since: None,
+        }
+    }
+
+    /// Where the kernel's per-interface IPv6 settings are
+    /// (`/proc/sys/net/ipv6/conf`).
+    pub fn with_ipv6_conf(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.ipv6_conf = dir.into();
+        self
+    }
+
+    /// Keeps the kernel from configuring `nic` from router advertisements:
+    /// a NIC that ends up as a port of `br6` must have no address or route
+    /// of its own, or the host's own traffic may leave through the port
+    /// while the bridge takes the answers. Best effort: a kernel without
+    /// IPv6 has nothing to configure.
+    pub(crate) fn no_autoconf(&self, nic: &str) {
+        for key in ["accept_ra", "autoconf"] {
+            let path = self.ipv6_conf.join(nic).join(key);
+            if let Err(e) = std::fs::write(&path, "0\n") {
+                tracing::warn!(path = %path.display(), error = %e, "could not turn IPv6 autoconfiguration off");
+            }
         }
     }
 
@@ -141,6 +164,7 @@ impl Host for SystemHost {
     }
 
     fn link_up(&mut self, nic: &str) -> Result<()> {
+        self.no_autoconf(nic);
         self.up_since.get_or_insert_with(Instant::now);
         run_ok("ip", &["link", "set", "dev", nic, "up"])
     }

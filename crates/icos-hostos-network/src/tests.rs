@@ -299,3 +299,21 @@ fn the_system_host_reads_names_carrier_and_speed_from_sysfs() {
         .unwrap_err();
     assert!(missing.to_string().contains("absent"), "{missing}");
 }
+
+#[test]
+fn a_nic_to_bridge_gets_no_ipv6_autoconfiguration() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("conf");
+    std::fs::create_dir_all(conf.join("enp1s0")).unwrap();
+    for key in ["accept_ra", "autoconf"] {
+        std::fs::write(conf.join("enp1s0").join(key), "1\n").unwrap();
+    }
+    let host = SystemHost::new(dir.path().join("net")).with_ipv6_conf(&conf);
+    host.no_autoconf("enp1s0");
+    for key in ["accept_ra", "autoconf"] {
+        let v = std::fs::read_to_string(conf.join("enp1s0").join(key)).unwrap();
+        assert_eq!(v.trim(), "0", "{key}");
+    }
+    // A kernel without IPv6 settings for the NIC: logged, not fatal.
+    host.no_autoconf("eno9");
+}
