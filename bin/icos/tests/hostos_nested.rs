@@ -173,6 +173,10 @@ fn hostos_boots_guestos_nested_with_vsock() {
         "HostOS's br6 should carry {hostos_ipv6}/64: {hostos_line}"
     );
     assert!(
+        hostos_line.contains("other_ipv6=[]"),
+        "only br6 may carry a global IPv6 address: {hostos_line}"
+    );
+    assert!(
         serial.contains("chosen: it reached the gateway"),
         "HostOS chose its NIC without a gateway answer\n{serial}"
     );

@@ -212,6 +212,7 @@ fn hostos_upgrades_itself_when_the_registry_says_so_and_confirms_once_guestos_ru
         format!("{hostos_ipv6}/64"),
         "{marker}"
     );
+    assert!(marker.contains("other_ipv6=[]"), "{marker}");
     let (t_g1, _) = step(
         "GuestOS under h1",
         boot_watch(&format!("{GUEST}GUESTOS BOOT SUCCESS")),
@@ -265,6 +266,7 @@ fn hostos_upgrades_itself_when_the_registry_says_so_and_confirms_once_guestos_ru
         format!("{hostos_ipv6}/64"),
         "{marker}"
     );
+    assert!(marker.contains("other_ipv6=[]"), "{marker}");
     let (t_confirmed, line) = step(
         "the confirmation of h2",
         boot_watch("-> boot_alternative=B boot_cycle=stable (slot B)"),
