@@ -838,7 +838,9 @@ fn power_cuts_at_random_points_of_upgrades_always_leave_a_bootable_node() {
         // marker.
         console.wait("boot confirmed", at, Duration::from_secs(300), &mut vm);
         // Ask for the other version, unless an upgrade to the version the
-        // registry names is still to finish.
+        // registry names is still to finish. The phases are looked for from
+        // before the proposal: a fast node may start at once.
+        let seen = Instant::now();
         if deployed == running {
             deployed = if running == "v1" { "v2" } else { "v1" };
             world.deploy(deployed);
@@ -846,7 +848,6 @@ fn power_cuts_at_random_points_of_upgrades_always_leave_a_bootable_node() {
         let target = deployed;
         let phase = phases[usize::try_from(rng.below(3)).unwrap()];
         let delay = rng.below(4000);
-        let seen = Instant::now();
         let deadline = seen + Duration::from_secs(900);
         let hit = loop {
             if console.find(phase, seen).is_some() {
