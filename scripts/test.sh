@@ -12,7 +12,7 @@ scripts/prereqs.sh
 export PATH="${ICOS_TOOLS:-$HOME/.cache/icos/tools}/bin:$PATH"
 export ICOS_EXPECT_GUEST_VSOCK=1
 
-step() { printf '\n== %s\n' "$*" >&2; }
+step() { printf '\n== [%dm%02ds] %s\n' $((SECONDS / 60)) $((SECONDS % 60)) "$*" >&2; }
 
 step "JavaScript agent packages (npm ci)"
 (cd crates/icos-testnet-replica/tests/js && npm ci --ignore-scripts --no-audit --no-fund)
@@ -26,8 +26,10 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo test"
 cargo test --workspace --locked --no-fail-fast
 
-step "reproducibility: two independent builds of GuestOS, Boundary-GuestOS, HostOS and SetupOS must be bit-identical"
-cargo test -p icos --locked --test repro_cli -- --ignored
+step "reproducibility: GuestOS, Boundary-GuestOS, HostOS and SetupOS built from nothing in another path, TZ and umask must be bit-identical to this tree's build"
+cargo test -p icos --locked --test repro_cli -- --ignored --nocapture
 
 step "fuzz targets build"
 cargo build --manifest-path fuzz/Cargo.toml --locked --bins
+
+step "all checks passed"

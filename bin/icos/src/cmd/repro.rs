@@ -17,6 +17,13 @@
 //!   source tree's git commit time of `HEAD`, passed to both builds
 //!   (`--commit-time`), since the copies are not git checkouts. `all`
 //!   builds GuestOS, Boundary-GuestOS, HostOS and SetupOS.
+//! * `--first-in-tree` makes build A a normal build of the source tree
+//!   itself: its own `target/image` and the shared stage cache, so what an
+//!   earlier build of the same inputs made is taken from there (whenever
+//!   and wherever it was built). Build B stays a fresh copy with a fresh
+//!   cache, so two real builds are still compared; the check costs one
+//!   build instead of two when the tree was built already (the test
+//!   command's VM tests build every image first).
 //! * `icos repro-check --against SHA256SUMS` builds once the same way and
 //!   compares with published sums: the verifier's workflow.
 //! * `icos repro-check --compare A B` builds nothing: it compares two
@@ -135,6 +142,11 @@ pub struct ReproCheckArgs {
     /// or two images (disk.img, or a disk-img.tar.zst).
     #[arg(long, num_args = 2, value_names = ["A", "B"])]
     compare: Option<Vec<PathBuf>>,
+    /// Build A is a normal build of the source tree itself (its target
+    /// folder, the shared stage cache) instead of a fresh copy; build B is
+    /// still built from nothing.
+    #[arg(long, conflicts_with_all = ["compare", "against"])]
+    first_in_tree: bool,
     /// The source tree [default: the git work tree of the current folder].
     #[arg(long, value_name = "DIR")]
     source: Option<PathBuf>,
@@ -261,7 +273,12 @@ pub fn run(args: ReproCheckArgs) -> CmdResult {
                 against(&sums_path, &sums, &out.join(targets[0]))?
             }
             None => {
-                let out_a = build_by(&Plan::a(work.path()))?;
+                let plan_a = if args.first_in_tree {
+                    Plan::in_tree(work.path(), &source)
+                } else {
+                    Plan::a(work.path())
+                };
+                let out_a = build_by(&plan_a)?;
                 let out_b = build_by(&Plan::b(work.path()))?;
                 let mut report = Report {
                     a: format!("build A ({})", out_a.display()),
@@ -417,10 +434,13 @@ struct Plan {
     label: &'static str,
     /// Where the source copy goes.
     copy: PathBuf,
+    /// Whether `copy` is the source tree itself, built in place.
+    in_tree: bool,
     /// Where the artifacts go.
     out: PathBuf,
-    /// The build's own cache (its stage cache is `cache/build`).
-    cache: PathBuf,
+    /// The build's own cache (its stage cache is `cache/build`); `None`:
+    /// the shared default cache.
+    cache: Option<PathBuf>,
     tz: &'static str,
     umask: &'static str,
 }
@@ -431,8 +451,9 @@ impl Plan {
         Plan {
             label: "A",
             copy: root.join("src"),
+            in_tree: false,
             out: root.join("out"),
-            cache: root.join("cache"),
+            cache: Some(root.join("cache")),
             tz: "UTC",
             umask: "0022",
         }
@@ -443,10 +464,21 @@ impl Plan {
         Plan {
             label: "B",
             copy: root.join("a/much/deeper/build-path-b/icos"),
+            in_tree: false,
             out: root.join("out"),
-            cache: root.join("cache"),
+            cache: Some(root.join("cache")),
             tz: "Pacific/Kiritimati",
             umask: "0077",
+        }
+    }
+
+    /// Build A in the source tree itself, with the shared cache.
+    fn in_tree(work: &Path, source: &Path) -> Plan {
+        Plan {
+            copy: source.to_owned(),
+            in_tree: true,
+            cache: None,
+            ..Plan::a(work)
         }
     }
 }
@@ -548,6 +580,22 @@ fn shared_deb_store() -> Option<PathBuf> {
         .map(|c| c.root().join("sha256"))
 }
 
+/// Makes a build's own cache folder, sharing the verified `.deb` store.
+fn own_cache(cache: &Path) -> CmdResult {
+    std::fs::create_dir_all(cache)
+        .with_context(|| format!("creating {}", cache.display()))
+        .failed()?;
+    if let Some(store) = shared_deb_store() {
+        std::fs::create_dir_all(&store)
+            .with_context(|| format!("creating {}", store.display()))
+            .failed()?;
+        std::os::unix::fs::symlink(&store, cache.join("sha256"))
+            .with_context(|| format!("linking {} into {}", store.display(), cache.display()))
+            .failed()?;
+    }
+    Ok(())
+}
+
 /// The artifacts a build of `target` writes.
 fn target_artifacts(target: &str) -> &'static [&'static str] {
     if target == "setupos" {
@@ -569,23 +617,23 @@ fn build(
     commit_time: Option<u64>,
 ) -> CmdResult<PathBuf> {
     let started = Instant::now();
-    eprintln!(
-        "icos repro-check: build {}: copying {} files to {}",
-        plan.label,
-        files.len(),
-        plan.copy.display()
-    );
-    copy_tree(source, files, &plan.copy).failed()?;
-    std::fs::create_dir_all(&plan.cache)
-        .with_context(|| format!("creating {}", plan.cache.display()))
-        .failed()?;
-    if let Some(store) = shared_deb_store() {
-        std::fs::create_dir_all(&store)
-            .with_context(|| format!("creating {}", store.display()))
-            .failed()?;
-        std::os::unix::fs::symlink(&store, plan.cache.join("sha256"))
-            .with_context(|| format!("linking {} into {}", store.display(), plan.cache.display()))
-            .failed()?;
+    if plan.in_tree {
+        eprintln!(
+            "icos repro-check: build {}: in the source tree {}, shared cache",
+            plan.label,
+            plan.copy.display()
+        );
+    } else {
+        eprintln!(
+            "icos repro-check: build {}: copying {} files to {}",
+            plan.label,
+            files.len(),
+            plan.copy.display()
+        );
+        copy_tree(source, files, &plan.copy).failed()?;
+    }
+    if let Some(cache) = &plan.cache {
+        own_cache(cache)?;
     }
     let exe = std::env::current_exe()
         .context("finding the icos binary")
@@ -612,11 +660,11 @@ fn build(
                 cmd.args(["--commit-time", &t.to_string()]);
             }
         }
+        cmd.arg("--source").arg(&plan.copy);
+        if let Some(cache) = &plan.cache {
+            cmd.arg("--cache").arg(cache);
+        }
         let status = cmd
-            .arg("--source")
-            .arg(&plan.copy)
-            .arg("--cache")
-            .arg(&plan.cache)
             .arg("--out")
             .arg(&plan.out)
             .current_dir(&plan.copy)
