@@ -400,7 +400,10 @@ fn boot(disk: &Path, media: &Path, name: &str) -> (Outcome, String) {
     let log = b.dir.join(format!("{name}.serial.log"));
     vm.serial = Some(Console::file(&log));
     let watch = Watch::guestos_boot().timeout(Duration::from_secs(300));
-    let outcome = Runner::default().run(&vm, &watch, |_| {}).unwrap();
+    let outcome = Runner::default()
+        .reaping()
+        .run(&vm, &watch, |_| {})
+        .unwrap();
     eprintln!(
         "{name}: {:?} after {:.1} s ({})",
         outcome_kind(&outcome),

@@ -384,7 +384,10 @@ fn boots_to_the_success_marker() {
     let watch = Watch::new(Duration::from_secs(600))
         .success("HOSTOS BOOT SUCCESS")
         .failure("HOSTOS BOOT FAILURE");
-    let outcome = Runner::default().run(&vm, &watch, |_| {}).unwrap();
+    let outcome = Runner::default()
+        .reaping()
+        .run(&vm, &watch, |_| {})
+        .unwrap();
     let serial = fs::read_to_string(&log).unwrap_or_default();
     eprintln!(
         "hostos boot: {:.1} s ({})",

@@ -104,7 +104,7 @@ fn hostos_boots_guestos_nested_with_vsock() {
     let (mut running, outcome, started, mut seen) = loop {
         let started = Instant::now();
         let mut seen = Seen::default();
-        let mut running = Runner::default().spawn(&vm).unwrap();
+        let mut running = Runner::default().reaping().spawn(&vm).unwrap();
         let outcome = running
             .wait_for_marker(&watch, |line| observe(&mut seen, started, line))
             .unwrap();

@@ -160,7 +160,7 @@ fn hostos_upgrades_itself_when_the_registry_says_so_and_confirms_once_guestos_ru
     vm.no_reboot = false;
 
     let started = Instant::now();
-    let mut running = Runner::default().spawn(&vm).unwrap();
+    let mut running = Runner::default().reaping().spawn(&vm).unwrap();
     let lines: RefCell<Vec<(Duration, String)>> = RefCell::new(Vec::new());
     let step =
         |what: &str, watch: Watch, running: &mut icos_qemu::RunningVm| -> (Duration, String) {

@@ -18,6 +18,10 @@
 //!   over QMP ([`RunningVm::shutdown`]) and always kills and reaps QEMU:
 //!   on [`RunningVm::kill`], and on drop (also during a panic).
 //!   [`Runner::run`] does start–watch–kill in one call.
+//! - **Reaper.** A caller killed by a signal drops nothing; a [`Reaper`]
+//!   (a small `sh` reading process group ids from a pipe) kills the groups
+//!   it was told about when that pipe closes. [`Runner::reaping`] gives
+//!   every QEMU it starts one.
 //! - **QMP.** [`Qmp`] is a small client with timeouts: capabilities
 //!   negotiation, `query-status`, `system_powerdown`, `quit`, any command.
 //!
@@ -50,6 +54,7 @@ mod config;
 mod firmware;
 mod probe;
 mod qmp;
+mod reaper;
 mod runner;
 mod serial;
 mod text;
@@ -66,6 +71,7 @@ pub use probe::{
     ProbeOptions, boot_probe, has_virt_flags, probe_accel, probe_vm,
 };
 pub use qmp::{Qmp, QmpError, QmpEvent, VmStatus};
+pub use reaper::{Reaper, ReaperError};
 pub use runner::{
     DEFAULT_QEMU, GUESTOS_BOOT_FAILURE, GUESTOS_BOOT_SUCCESS, GUESTOS_BOOT_TIMEOUT,
     GUESTOS_SHUTDOWN_GRACE, Outcome, RunError, Runner, RunningVm, Shutdown, Watch,

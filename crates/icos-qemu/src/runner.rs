@@ -16,6 +16,7 @@ use nix::unistd::Pid;
 use crate::args::ConfigError;
 use crate::config::VmConfig;
 use crate::qmp::{Qmp, QmpError};
+use crate::reaper::{Reaper, ReaperError};
 use crate::serial::SerialTail;
 
 /// The line IC-OS GuestOS prints on the serial console once it is up.
@@ -89,6 +90,9 @@ pub enum RunError {
     /// A QMP operation failed.
     #[error(transparent)]
     Qmp(#[from] QmpError),
+    /// The clean-up watcher could not be started.
+    #[error(transparent)]
+    Reaper(#[from] ReaperError),
     /// Signalling QEMU's process group failed.
     #[error("sending {signal} to process group {pgid} ({}): {source}", program.display())]
     Signal {
@@ -256,6 +260,10 @@ pub struct Runner {
     pub poll_interval: Duration,
     /// How long to wait for the QMP socket and each QMP answer.
     pub qmp_timeout: Duration,
+    /// Whether a [`Reaper`] kills QEMU's process group if this process
+    /// dies while QEMU runs (killed by a signal, so that no handle is
+    /// dropped): for tests and other callers without a watcher of their own.
+    pub reap: bool,
 }
 
 impl Default for Runner {
@@ -266,7 +274,7 @@ impl Default for Runner {
 
 impl Runner {
     /// A runner for the given QEMU binary: keeps 50 lines, 3 s kill grace,
-    /// 50 ms polling, 10 s QMP timeout.
+    /// 50 ms polling, 10 s QMP timeout, no reaper.
     pub fn new(qemu: impl Into<PathBuf>) -> Runner {
         Runner {
             qemu: qemu.into(),
@@ -274,7 +282,13 @@ impl Runner {
             kill_grace: Duration::from_secs(3),
             poll_interval: Duration::from_millis(50),
             qmp_timeout: Duration::from_secs(10),
+            reap: false,
         }
+    }
+
+    /// The same runner with a [`Reaper`] for every QEMU it starts.
+    pub fn reaping(self) -> Runner {
+        Runner { reap: true, ..self }
     }
 
     /// Starts a VM. Its config must have a serial log
@@ -329,6 +343,20 @@ impl Runner {
         }
         let pid = child.id();
         tracing::info!(pid, log = %serial_log.display(), "QEMU started");
+        let reaper = if self.reap {
+            // Dropping `child` here would leave QEMU running: kill it first.
+            let watched = Reaper::start(None).and_then(|mut r| r.watch(pid).map(|()| r));
+            match watched {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(e.into());
+                }
+            }
+        } else {
+            None
+        };
         Ok(RunningVm {
             child: Some(child),
             pid,
@@ -341,6 +369,7 @@ impl Runner {
             kill_grace: self.kill_grace,
             poll_interval: self.poll_interval,
             qmp_timeout: self.qmp_timeout,
+            reaper,
         })
     }
 
@@ -397,6 +426,8 @@ pub struct RunningVm {
     kill_grace: Duration,
     poll_interval: Duration,
     qmp_timeout: Duration,
+    /// Stopped once QEMU is reaped: its group id may be reused then.
+    reaper: Option<Reaper>,
 }
 
 impl RunningVm {
@@ -662,6 +693,7 @@ impl RunningVm {
         tracing::info!(pid = self.pid, %status, "QEMU exited");
         self.status = Some(status);
         self.child = None;
+        self.reaper = None;
         Ok(status)
     }
 }
@@ -678,5 +710,52 @@ impl Drop for RunningVm {
         if let Err(e) = self.reap() {
             tracing::error!(error = %e, "reaping QEMU on drop");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A "QEMU" that only sleeps, started by a reaping runner.
+    fn sleeper(dir: &Path) -> RunningVm {
+        Runner::new("sleep")
+            .reaping()
+            .spawn_args(&["600".to_owned()], &dir.join("serial.log"), None)
+            .expect("starting sleep")
+    }
+
+    #[test]
+    fn a_reaping_runner_s_process_dies_with_its_caller() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut vm = sleeper(dir.path());
+        let reaper = vm.reaper.take().expect("a reaper");
+        // What the caller's death does: the reaper's pipe closes.
+        assert!(reaper.act().success());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(status) = vm.try_wait().expect("try_wait") {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the reaper left the process running"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(9)
+        );
+    }
+
+    #[test]
+    fn the_reaper_stops_once_the_process_is_reaped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut vm = sleeper(dir.path());
+        assert!(vm.reaper.is_some());
+        vm.kill().expect("kill");
+        // The group id may be reused now: nothing may kill it later.
+        assert!(vm.reaper.is_none());
     }
 }

@@ -80,6 +80,9 @@ pub enum Error {
     /// QEMU could not be started or followed.
     #[error(transparent)]
     Qemu(#[from] icos_qemu::RunError),
+    /// The clean-up watcher failed.
+    #[error(transparent)]
+    Reaper(#[from] icos_qemu::ReaperError),
 }
 
 impl Error {

@@ -58,12 +58,12 @@ mod machine;
 mod node;
 mod ntp;
 mod prepare;
-mod reaper;
 mod run;
 pub mod stage;
 
 pub use error::Error;
 pub use fingerprint::{Fingerprint, fingerprint};
+pub use icos_qemu::Reaper;
 pub use icos_qemu::clean_line;
 pub use machine::{MachineSpec, StickBus, UserNic, nic_args};
 pub use node::{
@@ -75,7 +75,6 @@ pub use prepare::{
     PrepareSpec, Prepared, STICK_FILE, create_targets, format_size, image_kind, parse_size,
     prepare,
 };
-pub use reaper::Reaper;
 pub use run::{
     DEFAULT_MEMORY_MIB, DEFAULT_TIMEOUT, DEFAULT_VCPUS, Event, HostOsVia, RebootMode, Report,
     RunSpec, Session, StageTime,

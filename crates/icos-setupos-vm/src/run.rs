@@ -27,11 +27,11 @@ use crate::machine::{MachineSpec, StickBus, UserNic};
 use crate::node::NetPlan;
 use crate::ntp::{NTP_PORT, NtpServer};
 use crate::prepare::Prepared;
-use crate::reaper::Reaper;
 use crate::stage::{
     BannerReasons, End, Failure, Goal, Signal, Stage, State, classify, on_machine_exit, on_timeout,
     step,
 };
+use icos_qemu::Reaper;
 use icos_qemu::clean_line;
 
 /// The default memory: room for HostOS, its tmpfs, and a 2 GiB GuestOS.

@@ -8,15 +8,14 @@
 //! serial log; it is removed at the end unless `--keep` is given.
 //!
 //! QEMU runs in its own process group and is killed when the boot ends,
-//! whatever the outcome. A small watchdog process (`sh`, in a process
+//! whatever the outcome. A small watchdog process (`icos_qemu::Reaper`: `sh`, in a process
 //! group of its own) holds the read end of a pipe from `icos`: if `icos`
 //! dies without cleaning up (Ctrl-C, SIGKILL), the pipe closes and the
 //! watchdog kills QEMU's process group and removes the work folder.
 
 use std::io::{Read, Write};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
@@ -26,7 +25,8 @@ use icos_config_media::{ExtraPaths, Extras, build_media, dev_guestos_config};
 use icos_deterministic_ips::{NodeType, deterministic_mac};
 use icos_qemu::{
     Accel, Console, DEFAULT_QEMU, Discard, Disk, DiskFormat, Firmware, HostForward, NetBackend,
-    Nic, Outcome, Ovmf, ProbeOptions, Protocol, Runner, UserNet, VmConfig, Watch, probe_accel,
+    Nic, Outcome, Ovmf, ProbeOptions, Protocol, Reaper, Runner, UserNet, VmConfig, Watch,
+    probe_accel,
 };
 use serde::Serialize;
 
@@ -250,41 +250,6 @@ pub(crate) fn default_work_parent() -> PathBuf {
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/var/tmp"))
-}
-
-/// Kills QEMU's process group (and removes the work folder) if `icos`
-/// dies before it cleans up; see the module docs.
-struct Watchdog {
-    child: Child,
-}
-
-impl Watchdog {
-    fn start(qemu_pgid: u32, remove: Option<&Path>) -> anyhow::Result<Watchdog> {
-        // `kill -s KILL -- -PGID`: dash's kill refuses `-KILL --`.
-        let script = r#"read _ignored; kill -s KILL -- "-$1" 2>/dev/null; if [ -n "$2" ]; then rm -rf -- "$2"; fi"#;
-        let remove = remove.map(Path::as_os_str).unwrap_or_default();
-        let child = Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .arg("icos-run-watchdog")
-            .arg(qemu_pgid.to_string())
-            .arg(remove)
-            .process_group(0)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting the QEMU watchdog (sh)")?;
-        Ok(Watchdog { child })
-    }
-}
-
-impl Drop for Watchdog {
-    fn drop(&mut self) {
-        // QEMU is already gone: stop the watchdog without letting it act.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// What kind of file the image is.
@@ -588,8 +553,9 @@ fn run_guestos(args: &GuestosArgs) -> CmdResult {
     );
 
     let mut vm_handle = runner.spawn(&vm).failed()?;
-    let watchdog =
-        Watchdog::start(vm_handle.pid(), (!work.kept()).then_some(work.path())).failed()?;
+    let watchdog = Reaper::start((!work.kept()).then_some(work.path()))
+        .and_then(|mut r| r.watch(vm_handle.pid()).map(|()| r))
+        .failed()?;
     let stderr = std::io::stderr();
     let mut outcome = vm_handle.wait_for_marker(&watch, |line| {
         let mut err = stderr.lock();
@@ -689,39 +655,6 @@ fn run_guestos(args: &GuestosArgs) -> CmdResult {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_watchdog_kills_the_process_group_and_removes_the_folder() {
-        let dir = tempfile::tempdir().unwrap();
-        let work = dir.path().join("work");
-        std::fs::create_dir(&work).unwrap();
-        let mut victim = Command::new("sleep")
-            .arg("600")
-            .process_group(0)
-            .spawn()
-            .unwrap();
-        let mut watchdog = Watchdog::start(victim.id(), Some(&work)).unwrap();
-        // What happens when icos dies: the watchdog's stdin closes.
-        drop(watchdog.child.stdin.take());
-        let status = watchdog.child.wait().unwrap();
-        assert!(status.success(), "{status}");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let killed = loop {
-            if let Some(st) = victim.try_wait().unwrap() {
-                break st;
-            }
-            if Instant::now() > deadline {
-                let _ = victim.kill();
-                panic!("the watchdog left its process group running");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        assert_eq!(
-            std::os::unix::process::ExitStatusExt::signal(&killed),
-            Some(9)
-        );
-        assert!(!work.exists());
-    }
 
     #[test]
     fn forwards_parse_and_bind_loopback() {

@@ -1,8 +1,9 @@
 //! Cleaning up after a caller that dies without cleaning up itself.
 //!
-//! QEMU and chronyd run in process groups of their own, so a Ctrl-C in the
-//! terminal does not reach them, and a caller killed by a signal runs no
-//! destructors. A [`Reaper`] is a small `sh` (in a process group of its own
+//! QEMU (and the helpers a caller starts beside it, such as chronyd) run in
+//! process groups of their own, so a Ctrl-C in the terminal does not reach
+//! them, and a caller killed by a signal runs no destructors: not even
+//! [`RunningVm`](crate::RunningVm)'s, which kills QEMU on drop. A [`Reaper`] is a small `sh` (in a process group of its own
 //! too) that reads process group ids from a pipe held by the caller. When
 //! the pipe closes because the caller is gone, it kills every group it was
 //! told about and removes the run folder (when asked to). A caller that
@@ -14,7 +15,20 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};
 
-use crate::error::Error;
+/// The reaper could not be started or told about a process group.
+#[derive(Debug, thiserror::Error)]
+#[error("{action} (sh): {source}")]
+pub struct ReaperError {
+    /// What was being done.
+    action: &'static str,
+    /// The cause.
+    #[source]
+    source: std::io::Error,
+}
+
+fn io(action: &'static str) -> impl FnOnce(std::io::Error) -> ReaperError {
+    move |source| ReaperError { action, source }
+}
 
 /// The reaper's script: collect ids until end of input, then kill each
 /// group and remove `$1` if given. (`kill -s KILL -- -PGID`: dash's kill
@@ -33,31 +47,28 @@ pub struct Reaper {
 
 impl Reaper {
     /// Starts the reaper; it removes `remove` when it acts, if given.
-    pub fn start(remove: Option<&Path>) -> Result<Reaper, Error> {
+    pub fn start(remove: Option<&Path>) -> Result<Reaper, ReaperError> {
         let mut child = Command::new("sh")
             .arg("-c")
             .arg(SCRIPT)
-            .arg("icos-setupos-vm-reaper")
+            .arg("icos-reaper")
             .arg(remove.map(Path::as_os_str).unwrap_or_default())
             .process_group(0)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(Error::io("starting the clean-up watcher", "sh"))?;
+            .map_err(io("starting the clean-up watcher"))?;
         let pipe = child.stdin.take();
         Ok(Reaper { child, pipe })
     }
 
     /// Adds a process group to kill if the caller dies.
-    pub fn watch(&mut self, pgid: u32) -> Result<(), Error> {
+    pub fn watch(&mut self, pgid: u32) -> Result<(), ReaperError> {
         if let Some(pipe) = self.pipe.as_mut() {
             writeln!(pipe, "{pgid}")
                 .and_then(|()| pipe.flush())
-                .map_err(Error::io(
-                    "telling the clean-up watcher about a process",
-                    "sh",
-                ))?;
+                .map_err(io("telling the clean-up watcher about a process"))?;
         }
         Ok(())
     }
@@ -65,7 +76,7 @@ impl Reaper {
     /// What happens when the caller dies: the pipe closes and the reaper
     /// acts; waits for it.
     #[cfg(test)]
-    fn act(mut self) -> std::process::ExitStatus {
+    pub(crate) fn act(mut self) -> std::process::ExitStatus {
         drop(self.pipe.take());
         self.child.wait().expect("waiting for the reaper")
     }
