@@ -33,6 +33,20 @@ pub fn boot_args_var(slot: Slot) -> &'static str {
     }
 }
 
+/// Fails unless `root_hash` is 64 lowercase hex digits.
+pub(crate) fn check_root_hash(root_hash: &str) -> Result<(), String> {
+    if root_hash.len() != 64
+        || !root_hash
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return Err(format!(
+            "root hash must be 64 lowercase hex digits, got '{root_hash}'"
+        ));
+    }
+    Ok(())
+}
+
 impl BootArgs {
     /// The kernel command line of `slot`.
     pub fn cmdline(&self, slot: Slot) -> String {
@@ -57,17 +71,7 @@ impl BootArgs {
     /// digits, the same root PARTUUID for both slots, or an argument GRUB
     /// would not keep as one word.
     pub fn render(&self) -> Result<String, String> {
-        if self.root_hash.len() != 64
-            || !self
-                .root_hash
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        {
-            return Err(format!(
-                "root hash must be 64 lowercase hex digits, got '{}'",
-                self.root_hash
-            ));
-        }
+        check_root_hash(&self.root_hash)?;
         if self.a_root_partuuid == self.b_root_partuuid {
             return Err(format!(
                 "slots A and B must have different root PARTUUIDs, both are {}",
@@ -178,6 +182,25 @@ pub fn make_esp(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn root_hash_is_64_lowercase_hex_digits() {
+        assert!(check_root_hash(&"0a".repeat(32)).is_ok());
+        for bad in [
+            "",
+            "ab",
+            &"0A".repeat(32),
+            &"0g".repeat(32),
+            &"0a".repeat(33),
+        ] {
+            assert_eq!(
+                check_root_hash(bad),
+                Err(format!(
+                    "root hash must be 64 lowercase hex digits, got '{bad}'"
+                ))
+            );
+        }
+    }
 
     const A_ROOT: Uuid = uuid::uuid!("7C0A626E-E5EA-E543-B5C5-300EB8304DB7");
     const B_ROOT: Uuid = uuid::uuid!("A78BC3A8-376C-054A-96E7-3904B915D0C5");

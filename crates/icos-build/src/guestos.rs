@@ -195,6 +195,9 @@ pub const UPDATE_IMG: &str = "update-img.tar.zst";
 pub const SHA256SUMS: &str = "SHA256SUMS";
 /// The version, one line.
 pub const VERSION_TXT: &str = "VERSION.TXT";
+/// The artifacts of an image with an upgrade image, in the report's
+/// order.
+pub(crate) const ARTIFACTS: [&str; 4] = [VERSION_TXT, DISK_IMG, SHA256SUMS, UPDATE_IMG];
 
 const STAGES: usize = 13;
 
@@ -274,19 +277,17 @@ pub fn build_guestos(opts: &GuestOsOptions) -> Result<BuildReport> {
     let fs_tools = &c.fs_tools;
     let version = pipeline::image_version(&src, opts.version.as_ref())?;
 
-    let (cache, sc) = pipeline::caches(opts.cache.as_ref())?;
-
     let name = opts.role.dir_name();
-    let dirs = pipeline::out_dirs(&opts.out, name)?;
-    let work = dirs.work.clone();
-    let ctx = pipeline::Ctx {
-        sc: &sc,
-        cache: &cache,
-        work: &work,
-        epoch: opts.epoch,
-        mirror: opts.mirror.as_ref(),
-        offline: opts.offline,
-    };
+    let run = pipeline::start(
+        &opts.out,
+        name,
+        opts.cache.as_ref(),
+        opts.mirror.as_ref(),
+        opts.offline,
+        opts.epoch,
+    )?;
+    let ctx = run.ctx();
+    let sc = ctx.sc;
     let mut st = Stages::new(opts.progress, STAGES);
     let epoch = opts.epoch;
     let layout = OsKind::GuestOs.layout();
@@ -357,8 +358,8 @@ pub fn build_guestos(opts: &GuestOsOptions) -> Result<BuildReport> {
         }
         k.finish()
     };
-    let custom_dir = st.run("customise root file system", || {
-        let (dir, cached) = sc.get_or_make("rootfs-custom", &custom_key, |tmp| {
+    let (custom_dir, kernel_version) =
+        pipeline::customise_stage(&mut st, sc, "rootfs-custom", &custom_key, |tmp| {
             customise(
                 &raw_dir.join("rootfs.tar"),
                 tmp,
@@ -369,10 +370,6 @@ pub fn build_guestos(opts: &GuestOsOptions) -> Result<BuildReport> {
                 registry_root.as_deref(),
             )
         })?;
-        let size = file_len(&dir.join("rootfs.tar"))?;
-        Ok((dir, status(cached), format!("{} tar", mib(size))))
-    })?;
-    let kernel_version = read_text(&custom_dir.join("kernel-version"))?;
 
     // 6. Initramfs.
     let initrd_key = KeyBuilder::new("initramfs")
@@ -384,12 +381,8 @@ pub fn build_guestos(opts: &GuestOsOptions) -> Result<BuildReport> {
         .str("programs", &initramfs::PROGRAMS.join(" "))
         .str("hash-offset", &VERITY_HASH_OFFSET.to_string())
         .finish();
-    let initrd_dir = st.run("initramfs", || {
-        let (dir, cached) = sc.get_or_make("initramfs", &initrd_key, |tmp| {
-            make_initramfs(&custom_dir, &kernel_version, &init_script, tmp)
-        })?;
-        let size = file_len(&dir.join("initrd.img"))?;
-        Ok((dir, status(cached), mib(size)))
+    let initrd_dir = pipeline::initramfs_stage(&mut st, sc, "initramfs", &initrd_key, |tmp| {
+        make_initramfs(&custom_dir, &kernel_version, &init_script, tmp)
     })?;
 
     // 7. A_root.
@@ -404,8 +397,13 @@ pub fn build_guestos(opts: &GuestOsOptions) -> Result<BuildReport> {
         .str("uuid", &format!("{VERITY_UUID}/{ROOT_FS_UUID}/{HASH_SEED}"))
         .str("epoch", &epoch.to_string())
         .finish();
-    let root_dir = st.run("A_root (ext4 + dm-verity)", || {
-        let (dir, cached) = sc.get_or_make("a-root", &root_key, |tmp| {
+    let (root_dir, root_hash) = pipeline::verity_root_stage(
+        &mut st,
+        sc,
+        "A_root (ext4 + dm-verity)",
+        "a-root",
+        &root_key,
+        |tmp| {
             make_root(
                 fs_tools,
                 &custom_dir.join("rootfs.tar"),
@@ -413,15 +411,8 @@ pub fn build_guestos(opts: &GuestOsOptions) -> Result<BuildReport> {
                 epoch,
                 tmp,
             )
-        })?;
-        let hash = read_text(&dir.join("root_hash"))?;
-        Ok((
-            dir,
-            status(cached),
-            format!("root hash {}", &hash[..16.min(hash.len())]),
-        ))
-    })?;
-    let root_hash = read_text(&root_dir.join("root_hash"))?;
+        },
+    )?;
 
     // 8. A_boot.
     let boot_args = BootArgs {
@@ -480,26 +471,18 @@ pub fn build_guestos(opts: &GuestOsOptions) -> Result<BuildReport> {
     )?;
 
     // 11. config partition.
-    let config_key = KeyBuilder::new("config")
-        .str("e2fsprogs", &fs_tools.e2fsprogs_version.to_string())
-        .str("size", &config_part.size_bytes().to_string())
-        .str("uuid", &CONFIG_FS_UUID.to_string())
-        .str("epoch", &epoch.to_string())
-        .finish();
-    let config_dir = st.run("config (ext4, empty)", || {
-        let (dir, cached) = sc.get_or_make("config", &config_key, |tmp| {
-            let spec = Ext4Spec {
-                size_bytes: config_part.size_bytes(),
-                label: "CONFIG".into(),
-                uuid: CONFIG_FS_UUID,
-                hash_seed: HASH_SEED,
-                epoch,
-            };
-            icos_imagefs::make_ext4(fs_tools, &spec, Ext4Source::Empty, &tmp.join("config.img"))
-                .map_err(BuildError::imagefs("making the config partition"))
-        })?;
-        Ok((dir, status(cached), String::new()))
-    })?;
+    let (config_dir, config_key) = pipeline::empty_config_stage(
+        &mut st,
+        &ctx,
+        &c,
+        &pipeline::EmptyConfig {
+            stage: "config",
+            title: "config (ext4, empty)",
+            step: "making the config partition",
+            size_bytes: config_part.size_bytes(),
+            uuid: CONFIG_FS_UUID,
+        },
+    )?;
 
     // 12 + 13. Disk and artifacts.
     let artifacts_key = KeyBuilder::new("artifacts")
@@ -511,90 +494,49 @@ pub fn build_guestos(opts: &GuestOsOptions) -> Result<BuildReport> {
         .str("version", &version)
         .str("layout", &format!("{layout:?}"))
         .finish();
-    let artifacts_cached = sc.entry("artifacts", &artifacts_key).is_dir();
-    let disk = work.join("disk.img");
-    st.run("disk image (GPT, 50 GiB sparse)", || {
-        if artifacts_cached {
-            return Ok(((), StageStatus::Cached, String::new()));
-        }
-        let images: Vec<(&str, PathBuf)> = vec![
-            ("esp", esp_dir.join("esp.img")),
-            ("grub", grub_dir.join("grub.img")),
-            ("config", config_dir.join("config.img")),
-            ("A_boot", boot_dir.join("boot.img")),
-            ("A_root", root_dir.join("root.img")),
-        ];
-        let refs: Vec<(&str, &Path)> = images.iter().map(|(n, p)| (*n, p.as_path())).collect();
-        icos_imagefs::assemble_disk(&layout, &refs, &disk)
-            .map_err(BuildError::imagefs("assembling the disk"))?;
-        let allocated = allocated_bytes(&disk)?;
-        Ok((
-            (),
-            StageStatus::Built,
-            format!("{} allocated", mib(allocated)),
-        ))
-    })?;
-    let art_dir = st.run("artifacts (sparse tar + zstd)", || {
-        let (dir, cached) = sc.get_or_make("artifacts", &artifacts_key, |tmp| {
-            write_artifacts(
-                tmp,
-                &disk,
-                &boot_dir.join("boot.img"),
-                &root_dir.join("root.img"),
-                &version,
-                &work,
-            )
-        })?;
-        let note = format!(
-            "disk {}, update {}",
-            mib(file_len(&dir.join(DISK_IMG))?),
-            mib(file_len(&dir.join(UPDATE_IMG))?)
-        );
-        Ok((dir, status(cached), note))
-    })?;
+    let art_dir = pipeline::disk_and_artifacts_stages(
+        &mut st,
+        &ctx,
+        &pipeline::DiskArtifacts {
+            stage: "artifacts",
+            key: &artifacts_key,
+            disk_title: "disk image (GPT, 50 GiB sparse)",
+            layout: &layout,
+            boot_img: &boot_dir.join("boot.img"),
+            root_img: &root_dir.join("root.img"),
+            version: &version,
+        },
+        || {
+            Ok(vec![
+                ("esp", esp_dir.join("esp.img")),
+                ("grub", grub_dir.join("grub.img")),
+                ("config", config_dir.join("config.img")),
+                ("A_boot", boot_dir.join("boot.img")),
+                ("A_root", root_dir.join("root.img")),
+            ])
+        },
+    )?;
 
     // Publish: link (or copy) into the temporary folder, then rename.
-    let mut artifacts = Vec::new();
-    for name in [VERSION_TXT, DISK_IMG, SHA256SUMS, UPDATE_IMG] {
-        let from = art_dir.join(name);
-        let to = dirs.tmp_out.join(name);
-        if fs::hard_link(&from, &to).is_err() {
-            copy(&from, &to)?;
-        }
-        artifacts.push(Artifact {
-            name: name.to_owned(),
-            size: file_len(&to)?,
-            sha256: sha256_file(&to)?,
-        });
-    }
-    let sums = read_text(&dirs.tmp_out.join(SHA256SUMS))?;
-    for a in artifacts.iter().filter(|a| a.name != SHA256SUMS) {
-        if !sums.contains(&format!("{}  {}", a.sha256, a.name)) {
-            return Err(BuildError::Rootfs(format!(
-                "cached artifact {} does not match its SHA256SUMS; remove {}",
-                a.name,
-                art_dir.display()
-            )));
-        }
-    }
-    publish(&dirs.tmp_out, &dirs.final_dir)?;
+    let artifacts = pipeline::publish_artifacts(&art_dir, &run.dirs, &ARTIFACTS, true)?;
 
-    for (stage, key, keep) in [
-        ("rootfs-raw", &raw_key, 2),
-        ("rootfs-custom", &custom_key, 3),
-        ("initramfs", &initrd_key, 3),
-        ("a-root", &root_key, 3),
-        ("a-boot", &boot_key, 3),
-        ("esp", &esp_key, 2),
-        ("grub", &grub_key, 2),
-        ("config", &config_key, 2),
-        ("artifacts", &artifacts_key, 3),
-    ] {
-        sc.prune(stage, key, keep)?;
-    }
+    pipeline::prune_stages(
+        sc,
+        &[
+            ("rootfs-raw", &raw_key, 2),
+            ("rootfs-custom", &custom_key, 3),
+            ("initramfs", &initrd_key, 3),
+            ("a-root", &root_key, 3),
+            ("a-boot", &boot_key, 3),
+            ("esp", &esp_key, 2),
+            ("grub", &grub_key, 2),
+            ("config", &config_key, 2),
+            ("artifacts", &artifacts_key, 3),
+        ],
+    )?;
 
     Ok(BuildReport {
-        dir: dirs.final_dir.clone(),
+        dir: run.dirs.final_dir.clone(),
         version,
         root_hash,
         artifacts,
@@ -999,11 +941,17 @@ pub(crate) fn write_artifacts(
     plan.write_tar_zst(&upd_out, &zopts, &mut |_| {})
         .map_err(tar_err(&upd_out))?;
 
+    write_sha256sums(out, &[VERSION_TXT, DISK_IMG, UPDATE_IMG])
+}
+
+/// Writes `SHA256SUMS` in `dir`: one `sha256sum` line for each file of
+/// `names` there, in that order.
+pub(crate) fn write_sha256sums(dir: &Path, names: &[&str]) -> Result<()> {
     let mut sums = String::new();
-    for name in [VERSION_TXT, DISK_IMG, UPDATE_IMG] {
-        sums.push_str(&format!("{}  {name}\n", sha256_file(&out.join(name))?));
+    for name in names {
+        sums.push_str(&format!("{}  {name}\n", sha256_file(&dir.join(name))?));
     }
-    write(&out.join(SHA256SUMS), sums.as_bytes())
+    write(&dir.join(SHA256SUMS), sums.as_bytes())
 }
 
 /// Writes `disk` as the sparse tar `out` holding `disk.img`, zstd

@@ -29,7 +29,6 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use icos_imagefs::{Ext4Source, Ext4Spec};
 use icos_layout::{OsKind, Slot};
 use icos_lvm::VolumeGroupSpec;
 use uuid::{Uuid, uuid};
@@ -38,13 +37,12 @@ use crate::boot;
 use crate::cache::{KeyBuilder, sha256_file};
 use crate::error::{BuildError, Result};
 use crate::guestos::{
-    Artifact, BuildReport, DEFAULT_EPOCH, DISK_IMG, HASH_SEED, Installed, ROOT_FS_SIZE, SHA256SUMS,
-    UPDATE_IMG, VERITY_HASH_OFFSET, VERITY_SALT, VERITY_UUID, VERSION_TXT, allocated_bytes, copy,
-    file_len, input, make_root, publish, read_text, status, write, write_artifacts,
+    ARTIFACTS, BuildReport, DEFAULT_EPOCH, HASH_SEED, Installed, ROOT_FS_SIZE, VERITY_HASH_OFFSET,
+    VERITY_SALT, VERITY_UUID, input, make_root, write,
 };
 use crate::initramfs;
 use crate::pipeline;
-use crate::progress::{ProgressMode, StageStatus, Stages, mib};
+use crate::progress::{ProgressMode, Stages};
 use crate::rootfs::{self, Kind, Node, Rule};
 
 /// File system UUID of the HostOS A_boot / B_boot volumes.
@@ -168,15 +166,7 @@ pub fn hostos_boot_args(
     vg: &VolumeGroupSpec,
     root_hash: &str,
 ) -> std::result::Result<String, String> {
-    if root_hash.len() != 64
-        || !root_hash
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    {
-        return Err(format!(
-            "root hash must be 64 lowercase hex digits, got '{root_hash}'"
-        ));
-    }
+    boot::check_root_hash(root_hash)?;
     let mut out = String::from(
         "# HostOS kernel command lines, one per slot; grub.cfg picks the booted slot's.\n",
     );
@@ -270,18 +260,17 @@ pub fn build_hostos(opts: &HostOsOptions) -> Result<BuildReport> {
         )));
     }
 
-    let (cache, sc) = pipeline::caches(opts.cache.as_ref())?;
-    let dirs = pipeline::out_dirs(&opts.out, "hostos")?;
-    let work = dirs.work.clone();
     let epoch = opts.epoch;
-    let ctx = pipeline::Ctx {
-        sc: &sc,
-        cache: &cache,
-        work: &work,
+    let run = pipeline::start(
+        &opts.out,
+        "hostos",
+        opts.cache.as_ref(),
+        opts.mirror.as_ref(),
+        opts.offline,
         epoch,
-        mirror: opts.mirror.as_ref(),
-        offline: opts.offline,
-    };
+    )?;
+    let ctx = run.ctx();
+    let sc = ctx.sc;
     let mut st = Stages::new(opts.progress, STAGES);
 
     // 1 to 4. Packages, our binaries, mmdebstrap's root file system.
@@ -313,8 +302,8 @@ pub fn build_hostos(opts: &HostOsOptions) -> Result<BuildReport> {
         }
         k.finish()
     };
-    let custom_dir = st.run("customise root file system", || {
-        let (dir, cached) = sc.get_or_make("hostos-rootfs-custom", &custom_key, |tmp| {
+    let (custom_dir, kernel_version) =
+        pipeline::customise_stage(&mut st, sc, "hostos-rootfs-custom", &custom_key, |tmp| {
             customise_hostos(
                 &raw_dir.join("rootfs.tar"),
                 tmp,
@@ -324,10 +313,6 @@ pub fn build_hostos(opts: &HostOsOptions) -> Result<BuildReport> {
                 epoch,
             )
         })?;
-        let size = file_len(&dir.join("rootfs.tar"))?;
-        Ok((dir, status(cached), format!("{} tar", mib(size))))
-    })?;
-    let kernel_version = read_text(&custom_dir.join("kernel-version"))?;
 
     // 6. Initramfs.
     let initrd_key = KeyBuilder::new("hostos-initramfs")
@@ -340,13 +325,10 @@ pub fn build_hostos(opts: &HostOsOptions) -> Result<BuildReport> {
         .str("hostos-programs", &HOSTOS_INITRAMFS_PROGRAMS.join(" "))
         .str("hash-offset", &VERITY_HASH_OFFSET.to_string())
         .finish();
-    let initrd_dir = st.run("initramfs", || {
-        let (dir, cached) = sc.get_or_make("hostos-initramfs", &initrd_key, |tmp| {
+    let initrd_dir =
+        pipeline::initramfs_stage(&mut st, sc, "hostos-initramfs", &initrd_key, |tmp| {
             make_hostos_initramfs(&custom_dir, &kernel_version, &init_script, tmp)
         })?;
-        let size = file_len(&dir.join("initrd.img"))?;
-        Ok((dir, status(cached), mib(size)))
-    })?;
 
     // 7. A_root.
     let root_key = KeyBuilder::new("hostos-a-root")
@@ -360,8 +342,13 @@ pub fn build_hostos(opts: &HostOsOptions) -> Result<BuildReport> {
         .str("uuid", &format!("{VERITY_UUID}/{HASH_SEED}"))
         .str("epoch", &epoch.to_string())
         .finish();
-    let root_dir = st.run("A_root (ext4 + dm-verity)", || {
-        let (dir, cached) = sc.get_or_make("hostos-a-root", &root_key, |tmp| {
+    let (root_dir, root_hash) = pipeline::verity_root_stage(
+        &mut st,
+        sc,
+        "A_root (ext4 + dm-verity)",
+        "hostos-a-root",
+        &root_key,
+        |tmp| {
             make_root(
                 fs_tools,
                 &custom_dir.join("rootfs.tar"),
@@ -369,15 +356,8 @@ pub fn build_hostos(opts: &HostOsOptions) -> Result<BuildReport> {
                 epoch,
                 tmp,
             )
-        })?;
-        let hash = read_text(&dir.join("root_hash"))?;
-        Ok((
-            dir,
-            status(cached),
-            format!("root hash {}", &hash[..16.min(hash.len())]),
-        ))
-    })?;
-    let root_hash = read_text(&root_dir.join("root_hash"))?;
+        },
+    )?;
 
     // 8. A_boot.
     let boot_args =
@@ -430,26 +410,18 @@ pub fn build_hostos(opts: &HostOsOptions) -> Result<BuildReport> {
     )?;
 
     // 11. config volume.
-    let config_key = KeyBuilder::new("hostos-config")
-        .str("e2fsprogs", &fs_tools.e2fsprogs_version.to_string())
-        .str("size", &config_size.to_string())
-        .str("uuid", &HOSTOS_CONFIG_FS_UUID.to_string())
-        .str("epoch", &epoch.to_string())
-        .finish();
-    let config_dir = st.run("config volume (ext4, empty)", || {
-        let (dir, cached) = sc.get_or_make("hostos-config", &config_key, |tmp| {
-            let spec = Ext4Spec {
-                size_bytes: config_size,
-                label: "CONFIG".into(),
-                uuid: HOSTOS_CONFIG_FS_UUID,
-                hash_seed: HASH_SEED,
-                epoch,
-            };
-            icos_imagefs::make_ext4(fs_tools, &spec, Ext4Source::Empty, &tmp.join("config.img"))
-                .map_err(BuildError::imagefs("making the config volume"))
-        })?;
-        Ok((dir, status(cached), String::new()))
-    })?;
+    let (config_dir, config_key) = pipeline::empty_config_stage(
+        &mut st,
+        &ctx,
+        &c,
+        &pipeline::EmptyConfig {
+            stage: "hostos-config",
+            title: "config volume (ext4, empty)",
+            step: "making the config volume",
+            size_bytes: config_size,
+            uuid: HOSTOS_CONFIG_FS_UUID,
+        },
+    )?;
 
     // 12 + 13. Disk and artifacts.
     let pv_header = icos_lvm::header_region(&vg).map_err(|e| BuildError::Input {
@@ -466,92 +438,51 @@ pub fn build_hostos(opts: &HostOsOptions) -> Result<BuildReport> {
         .str("version", &version)
         .str("layout", &format!("{layout:?}"))
         .finish();
-    let artifacts_cached = sc.entry("hostos-artifacts", &artifacts_key).is_dir();
-    let disk = work.join("disk.img");
-    st.run("disk image (GPT + hostlvm, sparse)", || {
-        if artifacts_cached {
-            return Ok(((), StageStatus::Cached, String::new()));
-        }
-        let header_img = work.join("hostlvm-header.img");
-        write(&header_img, &pv_header)?;
-        let images: Vec<(&str, PathBuf)> = vec![
-            ("esp", esp_dir.join("esp.img")),
-            ("grub", grub_dir.join("grub.img")),
-            ("hostlvm", header_img),
-            ("config", config_dir.join("config.img")),
-            ("A_boot", boot_dir.join("boot.img")),
-            ("A_root", root_dir.join("root.img")),
-        ];
-        let refs: Vec<(&str, &Path)> = images.iter().map(|(n, p)| (*n, p.as_path())).collect();
-        icos_imagefs::assemble_disk(&layout, &refs, &disk)
-            .map_err(BuildError::imagefs("assembling the disk"))?;
-        let allocated = allocated_bytes(&disk)?;
-        Ok((
-            (),
-            StageStatus::Built,
-            format!("{} allocated", mib(allocated)),
-        ))
-    })?;
-    let art_dir = st.run("artifacts (sparse tar + zstd)", || {
-        let (dir, cached) = sc.get_or_make("hostos-artifacts", &artifacts_key, |tmp| {
-            write_artifacts(
-                tmp,
-                &disk,
-                &boot_dir.join("boot.img"),
-                &root_dir.join("root.img"),
-                &version,
-                &work,
-            )
-        })?;
-        let note = format!(
-            "disk {}, update {}",
-            mib(file_len(&dir.join(DISK_IMG))?),
-            mib(file_len(&dir.join(UPDATE_IMG))?)
-        );
-        Ok((dir, status(cached), note))
-    })?;
+    let art_dir = pipeline::disk_and_artifacts_stages(
+        &mut st,
+        &ctx,
+        &pipeline::DiskArtifacts {
+            stage: "hostos-artifacts",
+            key: &artifacts_key,
+            disk_title: "disk image (GPT + hostlvm, sparse)",
+            layout: &layout,
+            boot_img: &boot_dir.join("boot.img"),
+            root_img: &root_dir.join("root.img"),
+            version: &version,
+        },
+        || {
+            let header_img = ctx.work.join("hostlvm-header.img");
+            write(&header_img, &pv_header)?;
+            Ok(vec![
+                ("esp", esp_dir.join("esp.img")),
+                ("grub", grub_dir.join("grub.img")),
+                ("hostlvm", header_img),
+                ("config", config_dir.join("config.img")),
+                ("A_boot", boot_dir.join("boot.img")),
+                ("A_root", root_dir.join("root.img")),
+            ])
+        },
+    )?;
 
-    let mut artifacts = Vec::new();
-    for name in [VERSION_TXT, DISK_IMG, SHA256SUMS, UPDATE_IMG] {
-        let from = art_dir.join(name);
-        let to = dirs.tmp_out.join(name);
-        if fs::hard_link(&from, &to).is_err() {
-            copy(&from, &to)?;
-        }
-        artifacts.push(Artifact {
-            name: name.to_owned(),
-            size: file_len(&to)?,
-            sha256: sha256_file(&to)?,
-        });
-    }
-    let sums = read_text(&dirs.tmp_out.join(SHA256SUMS))?;
-    for a in artifacts.iter().filter(|a| a.name != SHA256SUMS) {
-        if !sums.contains(&format!("{}  {}", a.sha256, a.name)) {
-            return Err(BuildError::Rootfs(format!(
-                "cached artifact {} does not match its SHA256SUMS; remove {}",
-                a.name,
-                art_dir.display()
-            )));
-        }
-    }
-    publish(&dirs.tmp_out, &dirs.final_dir)?;
+    let artifacts = pipeline::publish_artifacts(&art_dir, &run.dirs, &ARTIFACTS, true)?;
 
-    for (stage, key, keep) in [
-        ("hostos-rootfs-raw", &raw_key, 2),
-        ("hostos-rootfs-custom", &custom_key, 2),
-        ("hostos-initramfs", &initrd_key, 2),
-        ("hostos-a-root", &root_key, 2),
-        ("hostos-a-boot", &boot_key, 2),
-        ("hostos-esp", &esp_key, 2),
-        ("hostos-grub", &grub_key, 2),
-        ("hostos-config", &config_key, 2),
-        ("hostos-artifacts", &artifacts_key, 2),
-    ] {
-        sc.prune(stage, key, keep)?;
-    }
+    pipeline::prune_stages(
+        sc,
+        &[
+            ("hostos-rootfs-raw", &raw_key, 2),
+            ("hostos-rootfs-custom", &custom_key, 2),
+            ("hostos-initramfs", &initrd_key, 2),
+            ("hostos-a-root", &root_key, 2),
+            ("hostos-a-boot", &boot_key, 2),
+            ("hostos-esp", &esp_key, 2),
+            ("hostos-grub", &grub_key, 2),
+            ("hostos-config", &config_key, 2),
+            ("hostos-artifacts", &artifacts_key, 2),
+        ],
+    )?;
 
     Ok(BuildReport {
-        dir: dirs.final_dir.clone(),
+        dir: run.dirs.final_dir.clone(),
         version,
         root_hash,
         artifacts,

@@ -40,12 +40,13 @@ use icos_layout::{MIB, OsKind};
 use icos_setupos::run::{GUESTOS_ARCHIVE as GUESTOS_IMAGE, HOSTOS_ARCHIVE as HOSTOS_IMAGE};
 use uuid::{Uuid, uuid};
 
+use crate::boot;
 use crate::cache::{KeyBuilder, sha256_file};
 use crate::error::{BuildError, Result};
 use crate::guestos::{
-    Artifact, BuildReport, DEFAULT_EPOCH, DISK_IMG, Env, GuestOsOptions, Installed, SHA256SUMS,
-    VERSION_TXT, build_guestos, copy, file_len, input, make_verity_root, publish, read_text,
-    set_mode, status, write, write_disk_tar,
+    BuildReport, DEFAULT_EPOCH, DISK_IMG, Env, GuestOsOptions, Installed, SHA256SUMS, VERSION_TXT,
+    build_guestos, copy, file_len, input, make_verity_root, set_mode, write, write_disk_tar,
+    write_sha256sums,
 };
 use crate::hostos::{HostOsOptions, build_hostos};
 use crate::initramfs;
@@ -202,15 +203,7 @@ pub fn setupos_boot_args(
     root_partuuid: Uuid,
     root_hash: &str,
 ) -> std::result::Result<String, String> {
-    if root_hash.len() != 64
-        || !root_hash
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    {
-        return Err(format!(
-            "root hash must be 64 lowercase hex digits, got '{root_hash}'"
-        ));
-    }
+    boot::check_root_hash(root_hash)?;
     Ok(format!(
         "# SetupOS kernel command line; grub.cfg appends the grubenv's setupos_switches.\n\
          set BOOT_ARGS=\"root=PARTUUID={} console=tty0 console=ttyS0 quiet panic=-1 ro \
@@ -314,18 +307,17 @@ pub fn build_setupos(opts: &SetupOsOptions) -> Result<SetupOsReport> {
     guest_opts.progress = opts.progress;
     let guestos = build_guestos(&guest_opts)?;
 
-    let (cache, sc) = pipeline::caches(opts.cache.as_ref())?;
-    let dirs = pipeline::out_dirs(&opts.out, "setupos")?;
-    let work = dirs.work.clone();
     let epoch = opts.epoch;
-    let ctx = pipeline::Ctx {
-        sc: &sc,
-        cache: &cache,
-        work: &work,
+    let run = pipeline::start(
+        &opts.out,
+        "setupos",
+        opts.cache.as_ref(),
+        opts.mirror.as_ref(),
+        opts.offline,
         epoch,
-        mirror: opts.mirror.as_ref(),
-        offline: opts.offline,
-    };
+    )?;
+    let ctx = run.ctx();
+    let (sc, work) = (ctx.sc, ctx.work);
     let mut st = Stages::new(opts.progress, STAGES);
 
     // 1 to 4. Packages, our binaries, mmdebstrap's root file system.
@@ -362,8 +354,8 @@ pub fn build_setupos(opts: &SetupOsOptions) -> Result<SetupOsReport> {
         }
         k.finish()
     };
-    let custom_dir = st.run("customise root file system", || {
-        let (dir, cached) = sc.get_or_make("setupos-rootfs-custom", &custom_key, |tmp| {
+    let (custom_dir, kernel_version) =
+        pipeline::customise_stage(&mut st, sc, "setupos-rootfs-custom", &custom_key, |tmp| {
             customise_setupos(
                 &raw_dir.join("rootfs.tar"),
                 tmp,
@@ -374,10 +366,6 @@ pub fn build_setupos(opts: &SetupOsOptions) -> Result<SetupOsReport> {
                 epoch,
             )
         })?;
-        let size = file_len(&dir.join("rootfs.tar"))?;
-        Ok((dir, status(cached), format!("{} tar", mib(size))))
-    })?;
-    let kernel_version = read_text(&custom_dir.join("kernel-version"))?;
 
     // 6. Initramfs.
     let initrd_key = KeyBuilder::new("setupos-initramfs")
@@ -389,8 +377,8 @@ pub fn build_setupos(opts: &SetupOsOptions) -> Result<SetupOsReport> {
         .str("programs", &initramfs::PROGRAMS.join(" "))
         .str("hash-offset", &SETUPOS_VERITY_HASH_OFFSET.to_string())
         .finish();
-    let initrd_dir = st.run("initramfs", || {
-        let (dir, cached) = sc.get_or_make("setupos-initramfs", &initrd_key, |tmp| {
+    let initrd_dir =
+        pipeline::initramfs_stage(&mut st, sc, "setupos-initramfs", &initrd_key, |tmp| {
             let root = rootfs::read_tree(&custom_dir.join("rootfs.tar"))?;
             let ir = initramfs::build_with(
                 &root,
@@ -400,9 +388,6 @@ pub fn build_setupos(opts: &SetupOsOptions) -> Result<SetupOsReport> {
             )?;
             initramfs::write_image(ir.tree, &init_script, tmp)
         })?;
-        let size = file_len(&dir.join("initrd.img"))?;
-        Ok((dir, status(cached), mib(size)))
-    })?;
 
     // 7. root.
     let root_key = KeyBuilder::new("setupos-root")
@@ -414,8 +399,13 @@ pub fn build_setupos(opts: &SetupOsOptions) -> Result<SetupOsReport> {
         .str("hash-offset", &SETUPOS_VERITY_HASH_OFFSET.to_string())
         .str("epoch", &epoch.to_string())
         .finish();
-    let root_dir = st.run("root (ext4 + dm-verity)", || {
-        let (dir, cached) = sc.get_or_make("setupos-root", &root_key, |tmp| {
+    let (root_dir, root_hash) = pipeline::verity_root_stage(
+        &mut st,
+        sc,
+        "root (ext4 + dm-verity)",
+        "setupos-root",
+        &root_key,
+        |tmp| {
             make_verity_root(
                 fs_tools,
                 &custom_dir.join("rootfs.tar"),
@@ -425,15 +415,8 @@ pub fn build_setupos(opts: &SetupOsOptions) -> Result<SetupOsReport> {
                 epoch,
                 tmp,
             )
-        })?;
-        let hash = read_text(&dir.join("root_hash"))?;
-        Ok((
-            dir,
-            status(cached),
-            format!("root hash {}", &hash[..16.min(hash.len())]),
-        ))
-    })?;
-    let root_hash = read_text(&root_dir.join("root_hash"))?;
+        },
+    )?;
 
     // 8. boot.
     let boot_args =
@@ -494,8 +477,13 @@ pub fn build_setupos(opts: &SetupOsOptions) -> Result<SetupOsReport> {
         .str("size", &config_part.size_bytes().to_string())
         .str("epoch", &epoch.to_string())
         .finish();
-    let config_dir = st.run("config (FAT CONFIG, config.ini template)", || {
-        let (dir, cached) = sc.get_or_make("setupos-config", &config_key, |tmp| {
+    let config_dir = pipeline::cached_stage(
+        &mut st,
+        sc,
+        "config (FAT CONFIG, config.ini template)",
+        "setupos-config",
+        &config_key,
+        |tmp| {
             let spec = VfatSpec {
                 size_bytes: config_part.size_bytes(),
                 label: icos_setupos::CONFIG_LABEL.into(),
@@ -509,9 +497,9 @@ pub fn build_setupos(opts: &SetupOsOptions) -> Result<SetupOsReport> {
                 &tmp.join("config.img"),
             )
             .map_err(BuildError::imagefs("making the CONFIG partition"))
-        })?;
-        Ok((dir, status(cached), String::new()))
-    })?;
+        },
+        |_| Ok(String::new()),
+    )?;
 
     // 12. data partition.
     let host_img = hostos.dir.join(DISK_IMG);
@@ -524,8 +512,13 @@ pub fn build_setupos(opts: &SetupOsOptions) -> Result<SetupOsReport> {
         .str("size", &icos_setupos::DATA_FS_SIZE.to_string())
         .str("epoch", &epoch.to_string())
         .finish();
-    let data_dir = st.run("data (deployment.json, HostOS and GuestOS)", || {
-        let (dir, cached) = sc.get_or_make("setupos-data", &data_key, |tmp| {
+    let data_dir = pipeline::cached_stage(
+        &mut st,
+        sc,
+        "data (deployment.json, HostOS and GuestOS)",
+        "setupos-data",
+        &data_key,
+        |tmp| {
             let tree = work.join("data-tree");
             fs::create_dir_all(&tree).map_err(BuildError::io("creating", &tree))?;
             copy(&deployment_json, &tree.join("deployment.json"))?;
@@ -549,17 +542,15 @@ pub fn build_setupos(opts: &SetupOsOptions) -> Result<SetupOsReport> {
                 &tmp.join("data.img"),
             )
             .map_err(BuildError::imagefs("making the data partition"))
-        })?;
-        Ok((
-            dir,
-            status(cached),
-            format!(
+        },
+        |_| {
+            Ok(format!(
                 "HostOS {}, GuestOS {}",
                 mib(file_len(&host_img)?),
                 mib(file_len(&guest_img)?)
-            ),
-        ))
-    })?;
+            ))
+        },
+    )?;
 
     // 13. Disk and artifacts.
     let artifacts_key = KeyBuilder::new("setupos-artifacts")
@@ -572,10 +563,15 @@ pub fn build_setupos(opts: &SetupOsOptions) -> Result<SetupOsReport> {
         .str("version", &version)
         .str("layout", &format!("{layout:?}"))
         .finish();
-    let art_dir = st.run("disk image and artifacts (GPT, sparse tar + zstd)", || {
-        let (dir, cached) = sc.get_or_make("setupos-artifacts", &artifacts_key, |tmp| {
+    let art_dir = pipeline::cached_stage(
+        &mut st,
+        sc,
+        "disk image and artifacts (GPT, sparse tar + zstd)",
+        "setupos-artifacts",
+        &artifacts_key,
+        |tmp| {
             let disk = work.join("disk.img");
-            let parts: Vec<(&str, PathBuf)> = vec![
+            let parts = [
                 ("esp", esp_dir.join("esp.img")),
                 ("grub", grub_dir.join("grub.img")),
                 ("config", config_dir.join("config.img")),
@@ -583,54 +579,40 @@ pub fn build_setupos(opts: &SetupOsOptions) -> Result<SetupOsReport> {
                 ("boot", boot_dir.join("boot.img")),
                 ("root", root_dir.join("root.img")),
             ];
-            let refs: Vec<(&str, &Path)> = parts.iter().map(|(n, p)| (*n, p.as_path())).collect();
-            icos_imagefs::assemble_disk(&layout, &refs, &disk)
-                .map_err(BuildError::imagefs("assembling the disk"))?;
+            pipeline::assemble_disk(&layout, &parts, &disk)?;
             write(&tmp.join(VERSION_TXT), format!("{version}\n").as_bytes())?;
             write_disk_tar(&disk, &tmp.join(DISK_IMG))?;
-            let mut sums = String::new();
-            for name in [VERSION_TXT, DISK_IMG] {
-                sums.push_str(&format!("{}  {name}\n", sha256_file(&tmp.join(name))?));
-            }
-            write(&tmp.join(SHA256SUMS), sums.as_bytes())
-        })?;
-        let note = format!("disk {}", mib(file_len(&dir.join(DISK_IMG))?));
-        Ok((dir, status(cached), note))
-    })?;
+            write_sha256sums(tmp, &[VERSION_TXT, DISK_IMG])
+        },
+        |dir| Ok(format!("disk {}", mib(file_len(&dir.join(DISK_IMG))?))),
+    )?;
 
-    let mut artifacts = Vec::new();
-    for name in [VERSION_TXT, DISK_IMG, SHA256SUMS] {
-        let from = art_dir.join(name);
-        let to = dirs.tmp_out.join(name);
-        if fs::hard_link(&from, &to).is_err() {
-            copy(&from, &to)?;
-        }
-        artifacts.push(Artifact {
-            name: name.to_owned(),
-            size: file_len(&to)?,
-            sha256: sha256_file(&to)?,
-        });
-    }
-    publish(&dirs.tmp_out, &dirs.final_dir)?;
+    let artifacts = pipeline::publish_artifacts(
+        &art_dir,
+        &run.dirs,
+        &[VERSION_TXT, DISK_IMG, SHA256SUMS],
+        false,
+    )?;
 
-    for (stage, key) in [
-        ("setupos-rootfs-raw", &raw_key),
-        ("setupos-rootfs-custom", &custom_key),
-        ("setupos-initramfs", &initrd_key),
-        ("setupos-root", &root_key),
-        ("setupos-boot", &boot_key),
-        ("setupos-esp", &esp_key),
-        ("setupos-grub", &grub_key),
-        ("setupos-config", &config_key),
-        ("setupos-data", &data_key),
-        ("setupos-artifacts", &artifacts_key),
-    ] {
-        sc.prune(stage, key, 2)?;
-    }
+    pipeline::prune_stages(
+        sc,
+        &[
+            ("setupos-rootfs-raw", &raw_key, 2),
+            ("setupos-rootfs-custom", &custom_key, 2),
+            ("setupos-initramfs", &initrd_key, 2),
+            ("setupos-root", &root_key, 2),
+            ("setupos-boot", &boot_key, 2),
+            ("setupos-esp", &esp_key, 2),
+            ("setupos-grub", &grub_key, 2),
+            ("setupos-config", &config_key, 2),
+            ("setupos-data", &data_key, 2),
+            ("setupos-artifacts", &artifacts_key, 2),
+        ],
+    )?;
 
     Ok(SetupOsReport {
         setupos: BuildReport {
-            dir: dirs.final_dir.clone(),
+            dir: run.dirs.final_dir.clone(),
             version,
             root_hash,
             artifacts,
