@@ -651,13 +651,34 @@ const BOUNDARY_ROLE_BINARIES: [(&str, &str, &str); 2] = [
     ),
 ];
 
+/// Every program of every image: (package, binary), sorted, each once.
+///
+/// Each image build compiles all of them in one cargo run. Cargo resolves
+/// the dependencies' features for the packages of a run together, so with
+/// one set for all images the dependencies are compiled once, not once per
+/// image, and a program is the same binary in every image that carries it.
+pub(crate) fn all_image_programs() -> Vec<(&'static str, &'static str)> {
+    let mut all: Vec<(&'static str, &'static str)> = BASE_BINARIES
+        .iter()
+        .chain(&REPLICA_ROLE_BINARIES)
+        .chain(&BOUNDARY_ROLE_BINARIES)
+        .chain(&crate::hostos::HOSTOS_BINARIES)
+        .chain(&crate::setupos::SETUPOS_BINARIES)
+        .map(|(package, bin, _)| (*package, *bin))
+        .collect();
+    all.sort_unstable();
+    all.dedup();
+    all
+}
+
 /// Programs to put in an image: (path in the image, built binary).
 pub(crate) type Installed = Vec<(&'static str, PathBuf)>;
 
 /// Builds our programs for an image (`list`: package, binary, path in the
 /// image) with `cargo build --release --locked` into `target/image`, with
 /// the source tree and `CARGO_HOME` remapped so no build path leaks into
-/// the binaries. Logs to `cargo-<log>.log` in `work`.
+/// the binaries. The run builds [`all_image_programs`], so that every image
+/// shares one dependency build. Logs to `cargo-<log>.log` in `work`.
 pub(crate) fn build_release_binaries(
     cargo: &Path,
     src: &Path,
@@ -685,7 +706,7 @@ pub(crate) fn build_release_binaries(
     let mut cmd = Command::new(cargo);
     cmd.current_dir(src)
         .args(["build", "--release", "--locked"]);
-    for (package, bin, _) in list {
+    for (package, bin) in all_image_programs() {
         cmd.args(["-p", package, "--bin", bin]);
     }
     cmd.arg("--target-dir")
@@ -997,6 +1018,27 @@ pub(crate) fn publish(tmp: &Path, dest: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_cargo_run_builds_the_programs_of_every_image() {
+        let all = all_image_programs();
+        let mut sorted = all.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(all, sorted, "sorted, each once");
+        let images: [&[(&str, &str, &str)]; 5] = [
+            &BASE_BINARIES,
+            &REPLICA_ROLE_BINARIES,
+            &BOUNDARY_ROLE_BINARIES,
+            &crate::hostos::HOSTOS_BINARIES,
+            &crate::setupos::SETUPOS_BINARIES,
+        ];
+        for (package, bin, _) in images.iter().flat_map(|l| l.iter()) {
+            assert!(all.contains(&(*package, *bin)), "{package} {bin}");
+        }
+        // icos is in every image, listed once.
+        assert_eq!(all.iter().filter(|(_, b)| *b == "icos").count(), 1);
+    }
 
     #[test]
     fn constants() {

@@ -83,7 +83,7 @@ const CUSTOMISE_VERSION: &str = "2";
 const STAGES: usize = 13;
 
 /// Our programs in the image: (cargo package, binary, path in the image).
-const HOSTOS_BINARIES: [(&str, &str, &str); 4] = [
+pub(crate) const HOSTOS_BINARIES: [(&str, &str, &str); 4] = [
     ("icos", "icos", "opt/ic/bin/icos"),
     (
         "icos-hostos-agent",

@@ -110,7 +110,7 @@ const CUSTOMISE_VERSION: &str = "1";
 const STAGES: usize = 13;
 
 /// Our programs in the image: (cargo package, binary, path in the image).
-const SETUPOS_BINARIES: [(&str, &str, &str); 2] = [
+pub(crate) const SETUPOS_BINARIES: [(&str, &str, &str); 2] = [
     ("icos", "icos", "opt/ic/bin/icos"),
     (
         "icos-setupos-install-bin",
