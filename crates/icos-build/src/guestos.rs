@@ -719,6 +719,16 @@ pub(crate) fn build_release_binaries(
         .env_remove("CARGO_TARGET_DIR")
         .env_remove("RUSTC_WRAPPER")
         .env_remove("RUSTC_WORKSPACE_WRAPPER");
+    // What cargo sets for the crate it builds or the test it runs must not
+    // reach this cargo (a test that runs `icos build` hands on its
+    // `CARGO_MANIFEST_DIR`, say): build scripts that watch such a variable
+    // (ring's does) would run again, and everything above them would be
+    // compiled again whenever the caller changes.
+    for (name, _) in std::env::vars_os() {
+        if name.to_str().is_some_and(is_per_crate_cargo_var) {
+            cmd.env_remove(&name);
+        }
+    }
     tools::run_logged(&mut cmd, &work.join(format!("cargo-{log}.log")))?;
     let after: Vec<_> = list.iter().map(|(_, b, _)| stamp(b)).collect();
     let status = if before.iter().all(Option::is_some) && before == after {
@@ -734,6 +744,26 @@ pub(crate) fn build_release_binaries(
         installed.push((*path, built));
     }
     Ok((installed, status, notes.join(", ")))
+}
+
+/// Whether `name` is one of the variables cargo sets for one crate's
+/// compile, build script or test run (`CARGO_MANIFEST_DIR`, `CARGO_PKG_*`,
+/// `OUT_DIR`, …), as opposed to the user's own settings (`CARGO_HOME`,
+/// `CARGO_NET_OFFLINE`, …).
+pub(crate) fn is_per_crate_cargo_var(name: &str) -> bool {
+    const PREFIXES: [&str; 4] = ["CARGO_PKG_", "CARGO_BIN_", "CARGO_CFG_", "CARGO_FEATURE_"];
+    const NAMES: [&str; 9] = [
+        "CARGO_MANIFEST_DIR",
+        "CARGO_MANIFEST_PATH",
+        "CARGO_MANIFEST_LINKS",
+        "CARGO_CRATE_NAME",
+        "CARGO_PRIMARY_PACKAGE",
+        "CARGO_TARGET_TMPDIR",
+        "CARGO_RUSTC_CURRENT_DIR",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "OUT_DIR",
+    ];
+    NAMES.contains(&name) || PREFIXES.iter().any(|p| name.starts_with(p))
 }
 
 /// The mmdebstrap arguments, with `{include}` filled in and the
@@ -1018,6 +1048,32 @@ pub(crate) fn publish(tmp: &Path, dest: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_what_cargo_sets_per_crate_is_kept_from_the_image_cargo() {
+        for name in [
+            "CARGO_MANIFEST_DIR",
+            "CARGO_PKG_NAME",
+            "CARGO_PKG_VERSION_MAJOR",
+            "CARGO_BIN_EXE_icos",
+            "CARGO_BIN_NAME",
+            "CARGO_TARGET_TMPDIR",
+            "CARGO_CFG_TARGET_OS",
+            "OUT_DIR",
+        ] {
+            assert!(is_per_crate_cargo_var(name), "{name}");
+        }
+        for name in [
+            "CARGO",
+            "CARGO_HOME",
+            "CARGO_NET_OFFLINE",
+            "CARGO_PROFILE_RELEASE_STRIP",
+            "RUSTFLAGS",
+            "PATH",
+        ] {
+            assert!(!is_per_crate_cargo_var(name), "{name}");
+        }
+    }
 
     #[test]
     fn one_cargo_run_builds_the_programs_of_every_image() {
