@@ -752,7 +752,7 @@ pub(crate) fn build_release_binaries(
 /// `CARGO_NET_OFFLINE`, …).
 pub(crate) fn is_per_crate_cargo_var(name: &str) -> bool {
     const PREFIXES: [&str; 4] = ["CARGO_PKG_", "CARGO_BIN_", "CARGO_CFG_", "CARGO_FEATURE_"];
-    const NAMES: [&str; 9] = [
+    const NAMES: [&str; 8] = [
         "CARGO_MANIFEST_DIR",
         "CARGO_MANIFEST_PATH",
         "CARGO_MANIFEST_LINKS",
@@ -760,7 +760,6 @@ pub(crate) fn is_per_crate_cargo_var(name: &str) -> bool {
         "CARGO_PRIMARY_PACKAGE",
         "CARGO_TARGET_TMPDIR",
         "CARGO_RUSTC_CURRENT_DIR",
-        "CARGO_ENCODED_RUSTFLAGS",
         "OUT_DIR",
     ];
     NAMES.contains(&name) || PREFIXES.iter().any(|p| name.starts_with(p))

@@ -581,11 +581,14 @@ pub(crate) fn verity_root_stage(
     key: &CacheKey,
     make: impl FnOnce(&Path) -> Result<()>,
 ) -> Result<(PathBuf, String)> {
+    let mut root_hash = String::new();
     let dir = cached_stage(st, sc, title, stage, key, make, |dir| {
-        let hash = read_text(&dir.join("root_hash"))?;
-        Ok(format!("root hash {}", &hash[..16.min(hash.len())]))
+        root_hash = read_text(&dir.join("root_hash"))?;
+        Ok(format!(
+            "root hash {}",
+            &root_hash[..16.min(root_hash.len())]
+        ))
     })?;
-    let root_hash = read_text(&dir.join("root_hash"))?;
     Ok((dir, root_hash))
 }
 

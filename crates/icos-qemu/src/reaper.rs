@@ -63,6 +63,13 @@ impl Reaper {
         Ok(Reaper { child, pipe })
     }
 
+    /// Starts a reaper already watching process group `pgid`.
+    pub fn watching(pgid: u32, remove: Option<&Path>) -> Result<Reaper, ReaperError> {
+        let mut reaper = Reaper::start(remove)?;
+        reaper.watch(pgid)?;
+        Ok(reaper)
+    }
+
     /// Adds a process group to kill if the caller dies.
     pub fn watch(&mut self, pgid: u32) -> Result<(), ReaperError> {
         if let Some(pipe) = self.pipe.as_mut() {

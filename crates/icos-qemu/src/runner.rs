@@ -345,8 +345,7 @@ impl Runner {
         tracing::info!(pid, log = %serial_log.display(), "QEMU started");
         let reaper = if self.reap {
             // Dropping `child` here would leave QEMU running: kill it first.
-            let watched = Reaper::start(None).and_then(|mut r| r.watch(pid).map(|()| r));
-            match watched {
+            match Reaper::watching(pid, None) {
                 Ok(r) => Some(r),
                 Err(e) => {
                     let _ = child.kill();

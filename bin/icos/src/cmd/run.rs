@@ -553,9 +553,8 @@ fn run_guestos(args: &GuestosArgs) -> CmdResult {
     );
 
     let mut vm_handle = runner.spawn(&vm).failed()?;
-    let watchdog = Reaper::start((!work.kept()).then_some(work.path()))
-        .and_then(|mut r| r.watch(vm_handle.pid()).map(|()| r))
-        .failed()?;
+    let watchdog =
+        Reaper::watching(vm_handle.pid(), (!work.kept()).then_some(work.path())).failed()?;
     let stderr = std::io::stderr();
     let mut outcome = vm_handle.wait_for_marker(&watch, |line| {
         let mut err = stderr.lock();
