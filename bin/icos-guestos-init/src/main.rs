@@ -191,11 +191,7 @@ fn load_config(paths: &Paths) -> Result<icos_config::GuestOSConfig, Failure> {
 fn run(paths: &Paths, console: &Path, step: &Step) -> Result<Option<String>, Failure> {
     match step {
         Step::Storage { wait_secs } => {
-            let r = storage::apply(
-                paths,
-                &mut storage::Commands,
-                Duration::from_secs(*wait_secs),
-            )?;
+            let r = storage::apply(paths, &storage::Commands, Duration::from_secs(*wait_secs))?;
             Ok(Some(format!(
                 "slot {:?}; key {}; var {:?}; store {}{:?}",
                 r.slot,
@@ -341,7 +337,7 @@ fn run(paths: &Paths, console: &Path, step: &Step) -> Result<Option<String>, Fai
                 addr,
                 path,
                 Duration::from_secs(*timeout_secs),
-                Duration::from_millis(500),
+                Duration::from_millis(100),
             )?;
             Ok(Some(format!(
                 "payload answers http://{addr}{path} (after {:.1} s)",

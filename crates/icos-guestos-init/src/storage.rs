@@ -103,6 +103,21 @@ pub fn decide(luks: bool, new_key: bool, has_fs: impl FnOnce() -> bool) -> Actio
     }
 }
 
+/// The magic at the start of a LUKS (1 and 2) primary header.
+pub const LUKS_MAGIC: [u8; 6] = *b"LUKS\xba\xbe";
+
+/// Whether `dev` starts with [`LUKS_MAGIC`]. Read directly: on a later
+/// boot this spares a `cryptsetup isLuks` run per device (a process and a
+/// crypto backend start each, slow under emulation); `cryptsetup` still
+/// decides whenever the magic is missing or the open fails.
+pub fn has_luks_magic(dev: &Path) -> bool {
+    let mut magic = [0u8; 6];
+    std::fs::File::open(dev)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .is_ok()
+        && magic == LUKS_MAGIC
+}
+
 /// Whether `dev` holds an ext2/3/4 superblock (magic 0xEF53 at byte 1080).
 pub fn has_ext4(dev: &Path) -> bool {
     let mut magic = [0u8; 2];
@@ -130,12 +145,12 @@ pub fn ensure_keyfile(paths: &Paths, random: &Path) -> Result<bool> {
 }
 
 /// Runs external programs (a seam: the step's logic is tested with a
-/// recording runner).
-pub trait Runner {
+/// recording runner). Shared by the var and store threads of [`apply`].
+pub trait Runner: Sync {
     /// Runs `argv`; `Ok(true)` on exit status 0, `Ok(false)` otherwise
     /// (with `check` false), an error when it cannot start or fails with
     /// `check` true.
-    fn run(&mut self, argv: &[String], check: bool) -> Result<bool>;
+    fn run(&self, argv: &[String], check: bool) -> Result<bool>;
 }
 
 /// Runs programs for real.
@@ -143,7 +158,7 @@ pub trait Runner {
 pub struct Commands;
 
 impl Runner for Commands {
-    fn run(&mut self, argv: &[String], check: bool) -> Result<bool> {
+    fn run(&self, argv: &[String], check: bool) -> Result<bool> {
         let (program, args) = argv.split_first().ok_or_else(|| InitError::Command {
             command: String::new(),
             detail: "empty command".into(),
@@ -236,7 +251,7 @@ pub fn wait_for(path: &Path, timeout: Duration) -> Result<PathBuf> {
                 ),
             });
         }
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -250,10 +265,14 @@ pub struct Opened {
 }
 
 /// Opens (formatting first when needed) `dev` as `name`, and makes an
-/// ext4 labelled `label` in it when there is none.
+/// ext4 labelled `label` in it when there is none. With the LUKS magic in
+/// place and an old key, the open is tried first; `cryptsetup isLuks`
+/// decides only when there is no magic or the open failed, so a header
+/// `cryptsetup` does not recognise is formatted as before, and one it
+/// recognises but cannot open is an error.
 pub fn open_device(
     paths: &Paths,
-    runner: &mut dyn Runner,
+    runner: &dyn Runner,
     dev: &Path,
     name: &str,
     label: &str,
@@ -263,19 +282,21 @@ pub fn open_device(
     let key = paths.at(KEYFILE).display().to_string();
     let d = dev.display().to_string();
     let mapper = paths.dev().join("mapper").join(name);
-    let luks = runner.run(&argv(&["cryptsetup", "isLuks", &d]), false)?;
-    let mut opened = false;
+    let open = luks_open_argv(&d, &key, name, discards);
+    let is_luks = argv(&["cryptsetup", "isLuks", &d]);
+    let mut opened = !new_key && has_luks_magic(dev) && runner.run(&open, true).is_ok();
+    let luks = opened || runner.run(&is_luks, false)?;
     let action = decide(luks, new_key, || {
-        opened = runner
-            .run(&luks_open_argv(&d, &key, name, discards), true)
-            .is_ok();
+        if !opened {
+            opened = runner.run(&open, true).is_ok();
+        }
         opened && has_ext4(&mapper)
     });
     if action == Action::FormatOpenMake {
         runner.run(&luks_format_argv(&d, &key), true)?;
     }
     if !opened {
-        runner.run(&luks_open_argv(&d, &key, name, discards), true)?;
+        runner.run(&open, true)?;
     }
     if action != Action::Open {
         runner.run(&mkfs_argv(&mapper.display().to_string(), label), true)?;
@@ -284,7 +305,7 @@ pub fn open_device(
 }
 
 /// Copies the image's `/var` into a freshly made var file system.
-pub fn seed_var(paths: &Paths, runner: &mut dyn Runner, mapper: &Path) -> Result<()> {
+pub fn seed_var(paths: &Paths, runner: &dyn Runner, mapper: &Path) -> Result<()> {
     let target = paths.at("/run/icos-storage/var");
     std::fs::create_dir_all(&target).map_err(InitError::io("creating", &target))?;
     let t = target.display().to_string();
@@ -406,8 +427,10 @@ pub struct StorageReport {
     pub store: Action,
 }
 
-/// The whole step (see the module docs).
-pub fn apply(paths: &Paths, runner: &mut dyn Runner, wait: Duration) -> Result<StorageReport> {
+/// The whole step (see the module docs). var and the store are independent
+/// once var's partition is found: they are opened (or formatted and made)
+/// side by side, which halves the step's waits on `cryptsetup` and udev.
+pub fn apply(paths: &Paths, runner: &dyn Runner, wait: Duration) -> Result<StorageReport> {
     let cmdline_path = paths.at("/proc/cmdline");
     let cmdline =
         std::fs::read_to_string(&cmdline_path).map_err(InitError::io("reading", &cmdline_path))?;
@@ -415,19 +438,49 @@ pub fn apply(paths: &Paths, runner: &mut dyn Runner, wait: Duration) -> Result<S
     let new_key = ensure_keyfile(paths, &paths.at("/dev/urandom"))?;
     let by_uuid = paths.dev().join("disk/by-partuuid");
     let var_dev = wait_for(&by_uuid.join(slot.var_partuuid()), wait)?;
-    let var = open_device(paths, runner, &var_dev, VAR_MAPPER, "var", false, new_key)?;
-    if var.action != Action::Open {
-        seed_var(paths, runner, &var.mapper)?;
-    }
-
     let disk = parent_disk(paths, &var_dev)?;
-    let (nr, store_created) = ensure_store_partition(&disk)?;
+    let (var, store) = std::thread::scope(|s| {
+        let var = s.spawn(|| {
+            let var = open_device(paths, runner, &var_dev, VAR_MAPPER, "var", false, new_key)?;
+            if var.action != Action::Open {
+                seed_var(paths, runner, &var.mapper)?;
+            }
+            Ok::<_, InitError>(var)
+        });
+        let store = open_store(paths, runner, &disk, wait, new_key);
+        let var = var
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (var, store)
+    });
+    let var = var?;
+    let (store_created, store) = store?;
+    Ok(StorageReport {
+        slot,
+        new_key,
+        var: var.action,
+        store_created,
+        store: store.action,
+    })
+}
+
+/// The store half of [`apply`]: the partition (made when missing and told
+/// to the kernel), then its LUKS2 and ext4. Returns whether the partition
+/// was made now.
+fn open_store(
+    paths: &Paths,
+    runner: &dyn Runner,
+    disk: &Path,
+    wait: Duration,
+    new_key: bool,
+) -> Result<(bool, Opened)> {
+    let (nr, created) = ensure_store_partition(disk)?;
     let disk_name = disk
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let store_dev = paths.dev().join(partition_name(&disk_name, nr));
-    if store_created || !store_dev.exists() {
+    let dev = paths.dev().join(partition_name(&disk_name, nr));
+    if created || !dev.exists() {
         runner.run(
             &argv(&[
                 "partx",
@@ -439,23 +492,17 @@ pub fn apply(paths: &Paths, runner: &mut dyn Runner, wait: Duration) -> Result<S
             false,
         )?;
     }
-    let store_dev = wait_for(&store_dev, wait)?;
+    let dev = wait_for(&dev, wait)?;
     let store = open_device(
         paths,
         runner,
-        &store_dev,
+        &dev,
         STORE_MAPPER,
         "store",
         true,
-        new_key || store_created,
+        new_key || created,
     )?;
-    Ok(StorageReport {
-        slot,
-        new_key,
-        var: var.action,
-        store_created,
-        store: store.action,
-    })
+    Ok((created, store))
 }
 
 #[cfg(test)]
@@ -545,30 +592,82 @@ mod tests {
         assert!(!has_ext4(&d.path().join("missing")));
     }
 
-    /// Records commands; `isLuks` answers from `luks`.
+    /// Records commands; `isLuks` answers from `luks`, `open` from `opens`.
     struct Recorder {
         luks: bool,
-        log: Vec<String>,
+        opens: bool,
+        log: std::sync::Mutex<Vec<String>>,
+    }
+
+    impl Recorder {
+        fn new(luks: bool) -> Recorder {
+            Recorder {
+                luks,
+                opens: true,
+                log: std::sync::Mutex::new(Vec::new()),
+            }
+        }
+
+        fn log(&self) -> Vec<String> {
+            self.log.lock().unwrap().clone()
+        }
     }
 
     impl Runner for Recorder {
-        fn run(&mut self, argv: &[String], _check: bool) -> Result<bool> {
-            self.log.push(argv.join(" "));
-            Ok(argv.get(1).map(String::as_str) != Some("isLuks") || self.luks)
+        fn run(&self, argv: &[String], check: bool) -> Result<bool> {
+            self.log.lock().unwrap().push(argv.join(" "));
+            let ok = match argv.get(1).map(String::as_str) {
+                Some("isLuks") => self.luks,
+                Some("open") => self.opens,
+                _ => true,
+            };
+            if check && !ok {
+                return Err(InitError::Command {
+                    command: argv.join(" "),
+                    detail: "failed".into(),
+                });
+            }
+            Ok(ok)
         }
+    }
+
+    /// A device file holding the LUKS magic.
+    fn luks_dev(dir: &Path) -> PathBuf {
+        let dev = dir.join("vda10");
+        let mut data = vec![0u8; 4096];
+        data[..6].copy_from_slice(&LUKS_MAGIC);
+        std::fs::write(&dev, data).unwrap();
+        dev
+    }
+
+    /// An opened store mapping that holds ext4.
+    fn ext4_mapper(p: &Paths) {
+        let mapper = p.dev().join("mapper/store-crypt");
+        std::fs::create_dir_all(mapper.parent().unwrap()).unwrap();
+        let mut sb = vec![0u8; 2048];
+        sb[1080] = 0x53;
+        sb[1081] = 0xef;
+        std::fs::write(&mapper, sb).unwrap();
+    }
+
+    #[test]
+    fn luks_magic() {
+        let d = tempfile::tempdir().unwrap();
+        assert!(has_luks_magic(&luks_dev(d.path())));
+        let plain = d.path().join("plain");
+        std::fs::write(&plain, [0u8; 4096]).unwrap();
+        assert!(!has_luks_magic(&plain));
+        assert!(!has_luks_magic(&d.path().join("missing")));
     }
 
     #[test]
     fn first_boot_formats_opens_and_makes() {
         let d = tempfile::tempdir().unwrap();
         let p = Paths::new(d.path());
-        let mut r = Recorder {
-            luks: false,
-            log: Vec::new(),
-        };
+        let r = Recorder::new(false);
         let o = open_device(
             &p,
-            &mut r,
+            &r,
             Path::new("/dev/vda6"),
             "var_crypt",
             "var",
@@ -580,7 +679,7 @@ mod tests {
         let key = p.at(KEYFILE).display().to_string();
         let mapper = p.dev().join("mapper/var_crypt").display().to_string();
         assert_eq!(
-            r.log,
+            r.log(),
             [
                 "cryptsetup isLuks /dev/vda6".to_owned(),
                 format!(
@@ -598,30 +697,154 @@ mod tests {
     fn later_boot_only_opens() {
         let d = tempfile::tempdir().unwrap();
         let p = Paths::new(d.path());
-        // The opened mapping holds ext4.
-        let mapper = p.dev().join("mapper/store-crypt");
-        std::fs::create_dir_all(mapper.parent().unwrap()).unwrap();
-        let mut sb = vec![0u8; 2048];
-        sb[1080] = 0x53;
-        sb[1081] = 0xef;
-        std::fs::write(&mapper, sb).unwrap();
-        let mut r = Recorder {
-            luks: true,
-            log: Vec::new(),
-        };
-        let o = open_device(
-            &p,
-            &mut r,
-            Path::new("/dev/vda10"),
-            "store-crypt",
-            "store",
-            true,
-            false,
-        )
-        .unwrap();
+        ext4_mapper(&p);
+        let dev = luks_dev(d.path());
+        let r = Recorder::new(true);
+        let o = open_device(&p, &r, &dev, "store-crypt", "store", true, false).unwrap();
         assert_eq!(o.action, Action::Open);
-        assert_eq!(r.log.len(), 2, "{:?}", r.log);
-        assert!(r.log[1].contains("--allow-discards /dev/vda10 store-crypt"));
+        // The magic is read directly: no isLuks run.
+        let log = r.log();
+        assert_eq!(log.len(), 1, "{log:?}");
+        assert!(log[0].ends_with(&format!("--allow-discards {} store-crypt", dev.display())));
+    }
+
+    #[test]
+    fn a_header_that_does_not_open_is_an_error_not_a_format() {
+        let d = tempfile::tempdir().unwrap();
+        let p = Paths::new(d.path());
+        let dev = luks_dev(d.path());
+        let r = Recorder {
+            opens: false,
+            ..Recorder::new(true)
+        };
+        let err = open_device(&p, &r, &dev, "store-crypt", "store", true, false).unwrap_err();
+        assert!(err.to_string().contains("cryptsetup open"), "{err}");
+        assert!(
+            !r.log().iter().any(|c| c.contains("luksFormat")),
+            "{:?}",
+            r.log()
+        );
+    }
+
+    #[test]
+    fn magic_that_cryptsetup_rejects_is_formatted() {
+        let d = tempfile::tempdir().unwrap();
+        let p = Paths::new(d.path());
+        let dev = luks_dev(d.path());
+        // The first open fails, isLuks says no: format as on a blank device.
+        struct FirstOpenFails(Recorder);
+        impl Runner for FirstOpenFails {
+            fn run(&self, argv: &[String], check: bool) -> Result<bool> {
+                let first_open =
+                    argv[1] == "open" && !self.0.log().iter().any(|c| c.contains(" open "));
+                if first_open {
+                    self.0.log.lock().unwrap().push(argv.join(" "));
+                    return Err(InitError::Command {
+                        command: argv.join(" "),
+                        detail: "failed".into(),
+                    });
+                }
+                self.0.run(argv, check)
+            }
+        }
+        let r = FirstOpenFails(Recorder::new(false));
+        let o = open_device(&p, &r, &dev, "store-crypt", "store", true, false).unwrap();
+        assert_eq!(o.action, Action::FormatOpenMake);
+        let verbs: Vec<String> =
+            r.0.log()
+                .iter()
+                .map(|c| c.split(' ').take(2).collect::<Vec<_>>().join(" "))
+                .collect();
+        assert_eq!(
+            verbs,
+            [
+                "cryptsetup open",
+                "cryptsetup isLuks",
+                "cryptsetup luksFormat",
+                "cryptsetup open",
+                "mke2fs -q"
+            ]
+        );
+    }
+
+    /// A root with the cmdline, the var partition's link, sysfs and a
+    /// 64 MiB GPT disk file `vda` whose var partition `vda1` is blank.
+    fn machine(root: &Path) -> Paths {
+        let p = Paths::new(root);
+        std::fs::create_dir_all(p.at("/proc")).unwrap();
+        std::fs::write(p.at("/proc/cmdline"), "root=x dfinity.system=A").unwrap();
+        std::fs::create_dir_all(p.at("/dev")).unwrap();
+        std::fs::write(p.at("/dev/urandom"), [5u8; 64]).unwrap();
+        let disk = p.dev().join("vda");
+        std::fs::File::create(&disk)
+            .unwrap()
+            .set_len(64 << 20)
+            .unwrap();
+        let mut g = gpt::GptConfig::new().writable(true).create(&disk).unwrap();
+        g.add_partition("A_var", 16 << 20, gpt::partition_types::LINUX_FS, 0, None)
+            .unwrap();
+        g.write().unwrap();
+        std::fs::write(p.dev().join("vda1"), [0u8; 4096]).unwrap();
+        std::fs::write(p.dev().join("vda2"), [0u8; 4096]).unwrap();
+        let links = p.dev().join("disk/by-partuuid");
+        std::fs::create_dir_all(&links).unwrap();
+        std::os::unix::fs::symlink(p.dev().join("vda1"), links.join(A_VAR_PARTUUID)).unwrap();
+        let sys_disk = p.sys().join("devices/virtual/vda");
+        std::fs::create_dir_all(sys_disk.join("vda1")).unwrap();
+        std::fs::create_dir_all(p.sys().join("class/block")).unwrap();
+        std::os::unix::fs::symlink(sys_disk.join("vda1"), p.sys().join("class/block/vda1"))
+            .unwrap();
+        std::fs::create_dir_all(p.at("/var")).unwrap();
+        p
+    }
+
+    #[test]
+    fn first_boot_makes_var_and_store_side_by_side() {
+        let d = tempfile::tempdir().unwrap();
+        let p = machine(d.path());
+        let r = Recorder::new(false);
+        let report = apply(&p, &r, Duration::from_secs(1)).unwrap();
+        assert_eq!(
+            report,
+            StorageReport {
+                slot: Slot::A,
+                new_key: true,
+                var: Action::FormatOpenMake,
+                store_created: true,
+                store: Action::FormatOpenMake,
+            }
+        );
+        let log = r.log();
+        // Each device's own commands keep their order; the two interleave.
+        let of = |needle: &str| -> Vec<String> {
+            log.iter()
+                .filter(|c| c.contains(needle))
+                .map(|c| c.split(' ').take(2).collect::<Vec<_>>().join(" "))
+                .collect()
+        };
+        assert_eq!(
+            of("vda1"),
+            [
+                "cryptsetup isLuks",
+                "cryptsetup luksFormat",
+                "cryptsetup open"
+            ]
+        );
+        assert_eq!(
+            of("vda2"),
+            [
+                "cryptsetup isLuks",
+                "cryptsetup luksFormat",
+                "cryptsetup open"
+            ]
+        );
+        assert_eq!(of("--nr 2"), ["partx --add"]);
+        assert_eq!(of("mapper/var_crypt").len(), 2, "{log:?}"); // mke2fs, mount
+        assert_eq!(of("mapper/store-crypt"), ["mke2fs -q"]);
+        assert!(log.iter().any(|c| c.starts_with("cp -a ")), "{log:?}");
+        // A second run finds the store partition and does not add it again.
+        let again = ensure_store_partition(&p.dev().join("vda")).unwrap();
+        assert_eq!(again, (2, false));
     }
 
     #[test]
