@@ -51,7 +51,7 @@ backports_list=/etc/apt/sources.list.d/icos-bookworm-backports.list
 updated=""
 apt_update() {
   if [ -z "$updated" ]; then
-    $SUDO apt-get update -qq
+    $SUDO apt-get -o Acquire::Retries=5 update -qq
     updated=1
   fi
 }
@@ -83,12 +83,12 @@ export DEBIAN_FRONTEND=noninteractive
 if ((${#missing[@]})); then
   echo "installing: ${missing[*]}" >&2
   apt_update
-  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  $SUDO apt-get -o Acquire::Retries=5 install -y -qq --no-install-recommends "${missing[@]}"
 fi
 if ((${#missing_bp[@]})); then
   echo "installing from bookworm-backports: ${missing_bp[*]}" >&2
   apt_update
-  $SUDO apt-get install -y -qq --no-install-recommends -t bookworm-backports "${missing_bp[@]}"
+  $SUDO apt-get -o Acquire::Retries=5 install -y -qq --no-install-recommends -t bookworm-backports "${missing_bp[@]}"
 fi
 
 # Tests fetch a kernel package with `apt-get download`, which needs the

@@ -81,7 +81,18 @@ pub enum FetchError {
         #[source]
         source: Box<ureq::Error>,
     },
-    /// Reading the response or writing the temporary file failed.
+    /// The connection failed while the body was being received.
+    #[error("{package}: receiving {url}: {source}")]
+    Receive {
+        /// The package name.
+        package: String,
+        /// The URL.
+        url: String,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// Writing the temporary file failed.
     #[error("{package}: downloading {url} to {}: {source}", path.display())]
     Transfer {
         /// The package name.
@@ -134,6 +145,28 @@ pub enum FetchError {
     Several(Vec<FetchError>),
 }
 
+impl FetchError {
+    /// Whether trying again may help: a name lookup, connection or receive
+    /// failure, a timeout, or an HTTP status that says "later" (408, 429,
+    /// 5xx). A refusal (size, digest), a 404 or a local write error is final.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            FetchError::Http { source, .. } => match source.as_ref() {
+                ureq::Error::StatusCode(code) => *code == 408 || *code == 429 || *code >= 500,
+                ureq::Error::Io(_)
+                | ureq::Error::Timeout(_)
+                | ureq::Error::HostNotFound
+                | ureq::Error::ConnectionFailed
+                | ureq::Error::Protocol(_)
+                | ureq::Error::BodyStalled => true,
+                _ => false,
+            },
+            FetchError::Receive { .. } => true,
+            _ => false,
+        }
+    }
+}
+
 /// How to show progress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Progress {
@@ -159,6 +192,10 @@ pub struct FetchOptions {
     pub progress: Progress,
     /// Give up on a connection that stays silent this long.
     pub timeout: Duration,
+    /// Tries per package when a failure is transient (at least 1).
+    pub attempts: u32,
+    /// The wait before the second try; it doubles for each further try.
+    pub retry_delay: Duration,
 }
 
 impl Default for FetchOptions {
@@ -169,6 +206,8 @@ impl Default for FetchOptions {
             offline: false,
             progress: Progress::Auto,
             timeout: Duration::from_secs(60),
+            attempts: 5,
+            retry_delay: Duration::from_secs(2),
         }
     }
 }
@@ -319,7 +358,7 @@ pub fn fetch(
                     let Some(&package) = order.get(i) else {
                         break;
                     };
-                    let outcome = fetch_one(package, cache, mirror, options.offline, &agent, &bar);
+                    let outcome = fetch_one(package, cache, mirror, options, &agent, &bar);
                     let mut guard = state.lock().unwrap_or_else(|p| p.into_inner());
                     let (report, errors) = &mut *guard;
                     match outcome {
@@ -375,7 +414,7 @@ fn fetch_one(
     package: &LockedPackage,
     cache: &Cache,
     mirror: &str,
-    offline: bool,
+    options: &FetchOptions,
     agent: &ureq::Agent,
     bar: &ProgressBar,
 ) -> Result<Outcome, FetchError> {
@@ -386,14 +425,32 @@ fn fetch_one(
         bar.inc(package.size);
         return Ok(Outcome::Cached);
     }
-    if offline {
+    if options.offline {
         return Err(FetchError::NotCached {
             package: package.name.clone(),
             version: package.version.clone(),
             path,
         });
     }
-    download(package, cache, mirror, agent, bar)?;
+    let attempts = options.attempts.max(1);
+    let mut delay = options.retry_delay;
+    for attempt in 1.. {
+        match download(package, cache, mirror, agent, bar) {
+            Ok(()) => break,
+            Err(e) if attempt < attempts && e.is_transient() => {
+                bar.suspend(|| {
+                    warn!(
+                        "{e}; trying again in {:.0} s (try {} of {attempts})",
+                        delay.as_secs_f64(),
+                        attempt + 1
+                    );
+                });
+                std::thread::sleep(delay);
+                delay = delay.saturating_mul(2);
+            }
+            Err(e) => return Err(e),
+        }
+    }
     Ok(Outcome::Downloaded { repaired: existed })
 }
 
@@ -439,7 +496,14 @@ fn download(
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(transfer(e, tmp.path())),
+            Err(source) => {
+                bar.dec(received);
+                return Err(FetchError::Receive {
+                    package: package.name.clone(),
+                    url,
+                    source,
+                });
+            }
         };
         hasher.update(&buf[..n]);
         tmp.write_all(&buf[..n])
@@ -528,8 +592,48 @@ mod tests {
         FetchOptions {
             progress: Progress::Quiet,
             timeout: Duration::from_secs(10),
+            retry_delay: Duration::from_millis(1),
             ..FetchOptions::default()
         }
+    }
+
+    #[test]
+    fn transient_failures_are_tried_again() {
+        let server = Server::start();
+        let body: &[u8] = b"a package that is briefly unavailable";
+        let lock = lock(&server.url, vec![package("flaky", body)]);
+        serve_all(&server, &lock, &[body]);
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::new(dir.path().join("cache"));
+        server.unavailable_for(2);
+        let options = FetchOptions {
+            attempts: 3,
+            ..quiet()
+        };
+        let report = fetch(&lock, &cache, &options).unwrap();
+        assert_eq!(report.downloaded, 1);
+        assert_eq!(server.requests(), 3);
+
+        // Unavailable for longer than the tries: the last error is reported.
+        let cache = Cache::new(dir.path().join("other"));
+        server.unavailable_for(5);
+        let err = fetch(&lock, &cache, &options).unwrap_err();
+        assert!(err.is_transient(), "{err}");
+        assert!(err.to_string().contains("503"), "{err}");
+        assert_eq!(server.requests(), 6);
+        assert!(cache_files(&cache).is_empty());
+    }
+
+    #[test]
+    fn final_failures_are_not_tried_again() {
+        let server = Server::start();
+        let lock = lock(&server.url, vec![package("missing", b"not served")]);
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::new(dir.path().join("cache"));
+        let err = fetch(&lock, &cache, &quiet()).unwrap_err();
+        assert!(!err.is_transient(), "{err}");
+        assert!(err.to_string().contains("404"), "{err}");
+        assert_eq!(server.requests(), 1);
     }
 
     /// Every file name in the cache's object directory.

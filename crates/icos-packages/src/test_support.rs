@@ -17,6 +17,7 @@ pub struct Server {
     pub url: String,
     files: Arc<Mutex<HashMap<String, Vec<u8>>>>,
     requests: Arc<AtomicUsize>,
+    unavailable: Arc<AtomicUsize>,
 }
 
 impl Server {
@@ -25,19 +26,26 @@ impl Server {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let files = Arc::new(Mutex::new(HashMap::new()));
         let requests = Arc::new(AtomicUsize::new(0));
-        let (f, r) = (files.clone(), requests.clone());
+        let unavailable = Arc::new(AtomicUsize::new(0));
+        let (f, r, u) = (files.clone(), requests.clone(), unavailable.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { break };
-                let (f, r) = (f.clone(), r.clone());
-                std::thread::spawn(move || serve(stream, &f, &r));
+                let (f, r, u) = (f.clone(), r.clone(), u.clone());
+                std::thread::spawn(move || serve(stream, &f, &r, &u));
             }
         });
         Server {
             url,
             files,
             requests,
+            unavailable,
         }
+    }
+
+    /// Answers the next `n` requests with 503 Service Unavailable.
+    pub fn unavailable_for(&self, n: usize) {
+        self.unavailable.store(n, Ordering::SeqCst);
     }
 
     /// Serves `body` at `path` (`/pool/...`, decoded).
@@ -50,7 +58,12 @@ impl Server {
     }
 }
 
-fn serve(stream: TcpStream, files: &Mutex<HashMap<String, Vec<u8>>>, requests: &AtomicUsize) {
+fn serve(
+    stream: TcpStream,
+    files: &Mutex<HashMap<String, Vec<u8>>>,
+    requests: &AtomicUsize,
+    unavailable: &AtomicUsize,
+) {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut request_line = String::new();
     if reader.read_line(&mut request_line).is_err() {
@@ -65,10 +78,19 @@ fn serve(stream: TcpStream, files: &Mutex<HashMap<String, Vec<u8>>>, requests: &
         }
     }
     requests.fetch_add(1, Ordering::SeqCst);
+    let mut stream = stream;
+    if unavailable
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+    {
+        let _ = stream.write_all(
+            b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        );
+        return;
+    }
     let path = request_line.split_whitespace().nth(1).unwrap_or("");
     let path = crate::resolve::percent_decode(path);
     let body = files.lock().unwrap().get(&path).cloned();
-    let mut stream = stream;
     let _ = match body {
         Some(body) => stream
             .write_all(

@@ -141,7 +141,7 @@ fn fetch_kernel(dir: &Path) {
     eprintln!("fetching kernel package {package}");
     let work = tempfile::tempdir_in(dir).unwrap();
     run(Command::new("apt-get")
-        .args(["download", "-q", &package])
+        .args(["-o", "Acquire::Retries=5", "download", "-q", &package])
         .current_dir(work.path()));
     let deb = std::fs::read_dir(work.path())
         .unwrap()
