@@ -43,8 +43,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::hostos::{
-    GUEST, SOFT_LOCKUP, build_image, hostos_config, hostos_vm, install_guest_and_config, node_ipv6,
-    require_nested_tools,
+    GUEST, build_image, ends_on_stalls, hostos_config, hostos_vm, install_guest_and_config,
+    is_stall, node_ipv6, require_nested_tools,
 };
 use icos_deterministic_ips::NodeType;
 use icos_qemu::{Outcome, Runner, Watch};
@@ -92,14 +92,16 @@ fn hostos_boots_guestos_nested_with_vsock() {
     // NIC and puts its deterministic address on br6.
     let log = dir.join("hostos.serial.log");
     let vm = hostos_vm(&dir, &host_disk, &log);
-    let watch = Watch::new(BOOT_TIMEOUT)
-        .success(format!("{GUEST}GUESTOS BOOT SUCCESS"))
-        .failure(format!("{GUEST}GUESTOS BOOT FAILURE"))
-        .failure("HOSTOS BOOT FAILURE")
-        .failure(SOFT_LOCKUP);
-    // Nested KVM inside a TCG guest now and then stalls HostOS's kernel
-    // (its soft-lockup watchdog fires and nothing moves any more). Such a
-    // stall, and only that, gets one more boot of the same disk.
+    let watch = ends_on_stalls(
+        Watch::new(BOOT_TIMEOUT)
+            .success(format!("{GUEST}GUESTOS BOOT SUCCESS"))
+            .failure(format!("{GUEST}GUESTOS BOOT FAILURE"))
+            .failure("HOSTOS BOOT FAILURE"),
+    );
+    // Nested KVM inside a TCG guest now and then stalls a kernel: HostOS's
+    // soft-lockup watchdog fires, or GuestOS's or HostOS's RCU reports a
+    // stall (a lost timer), and nothing moves any more. Such a stall, and
+    // only that, gets one more boot of the same disk.
     let mut attempt = 1;
     let (mut running, outcome, started, mut seen) = loop {
         let started = Instant::now();
@@ -109,11 +111,11 @@ fn hostos_boots_guestos_nested_with_vsock() {
             .wait_for_marker(&watch, |line| observe(&mut seen, started, line))
             .unwrap();
         if let Outcome::Failure { line, .. } = &outcome
-            && line.contains(SOFT_LOCKUP)
+            && is_stall(line)
             && attempt == 1
         {
             eprintln!(
-                "HostOS stalled under nested KVM ({}); booting it once more",
+                "a kernel stalled under nested KVM ({}); booting HostOS once more",
                 line.trim()
             );
             let _ = running.kill();

@@ -43,8 +43,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::hostos::{
-    GATEWAY, GUEST, SOFT_LOCKUP, build_image, hostos_config, hostos_vm, install_guest_and_config,
-    node_ipv6, require_nested_tools,
+    GATEWAY, GUEST, build_image, ends_on_stalls, hostos_config, hostos_vm,
+    install_guest_and_config, node_ipv6, require_nested_tools,
 };
 use common::registry::{Gov, serve_files, serve_registry};
 use common::{Children, build_release, fresh_dir, source_root};
@@ -194,11 +194,12 @@ fn hostos_upgrades_itself_when_the_registry_says_so_and_confirms_once_guestos_ru
             }
         };
     let boot_watch = |needle: &str| {
-        Watch::new(STEP_TIMEOUT)
-            .success(needle.to_owned())
-            .failure("HOSTOS BOOT FAILURE")
-            .failure(format!("{GUEST}GUESTOS BOOT FAILURE"))
-            .failure(SOFT_LOCKUP)
+        ends_on_stalls(
+            Watch::new(STEP_TIMEOUT)
+                .success(needle.to_owned())
+                .failure("HOSTOS BOOT FAILURE")
+                .failure(format!("{GUEST}GUESTOS BOOT FAILURE")),
+        )
     };
 
     // h1 boots from A, GuestOS in it.
@@ -247,12 +248,13 @@ fn hostos_upgrades_itself_when_the_registry_says_so_and_confirms_once_guestos_ru
     ]);
 
     // The guest asks; HostOS downloads, checks, installs, commits, reboots.
-    let upgrade_watch = Watch::new(STEP_TIMEOUT)
-        .success("committed to slot B")
-        .failure("upgrade refused: boot state")
-        .failure("install failed")
-        .failure("HOSTOS BOOT SUCCESS")
-        .failure(SOFT_LOCKUP);
+    let upgrade_watch = ends_on_stalls(
+        Watch::new(STEP_TIMEOUT)
+            .success("committed to slot B")
+            .failure("upgrade refused: boot state")
+            .failure("install failed")
+            .failure("HOSTOS BOOT SUCCESS"),
+    );
     let (t_committed, line) = step("the HostOS upgrade", upgrade_watch, &mut running);
     assert!(line.contains("HostOS h2 committed to slot B"), "{line}");
 

@@ -78,11 +78,20 @@ pub enum Cpu {
 }
 
 impl Cpu {
-    /// The model to use with an accelerator: `max` for TCG,
+    /// The model to use with an accelerator: `max,la57=off` for TCG,
     /// `host,-arch-capabilities` for KVM.
+    ///
+    /// Under TCG the guest gets 4-level paging: with 5-level paging
+    /// (`la57`, part of `max`) a HostOS running GuestOS under nested KVM
+    /// now and then crashed in its kernel's page-fault entry (a fault on a
+    /// `%gs` access that recursed until the stack guard page), and GuestOS
+    /// lost its timer interrupts. Node machines do not need `la57`.
     pub fn default_for(accel: Accel) -> Cpu {
         match accel {
-            Accel::Tcg => Cpu::Max,
+            Accel::Tcg => Cpu::Named {
+                model: "max".to_owned(),
+                flags: vec!["la57=off".to_owned()],
+            },
             Accel::Kvm => Cpu::Host {
                 flags: vec!["-arch-capabilities".to_owned()],
             },

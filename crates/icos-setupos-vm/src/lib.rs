@@ -22,7 +22,7 @@
 //!    the [stages](stage) — SetupOS booting, checks, installing,
 //!    rebooting, HostOS booting, GuestOS booting — to GuestOS's boot
 //!    marker seen through HostOS, or a failure (the installer's banner and
-//!    its reasons, a boot failure marker, a soft lockup, a timeout).
+//!    its reasons, a boot failure marker, a kernel stall, a timeout).
 //!
 //! ```no_run
 //! # fn main() -> Result<(), icos_setupos_vm::Error> {

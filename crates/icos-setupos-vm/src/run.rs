@@ -13,8 +13,10 @@
 //!   ends it, and it is started again without the stick, with the same
 //!   OVMF variable store.
 //!
-//! A soft lockup of HostOS (nested KVM under TCG now and then stalls a
-//! CPU) power-cycles the machine, up to [`RunSpec::power_cycles`] times.
+//! Nested KVM under TCG now and then stalls a CPU: HostOS's soft-lockup
+//! watchdog or RCU reports it, or GuestOS's kernel does, and HostOS's
+//! kernel may panic after it. Any of these once HostOS is booting
+//! power-cycles the machine, up to [`RunSpec::power_cycles`] times.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -82,7 +84,7 @@ pub struct RunSpec {
     pub reboot: RebootMode,
     /// How the stick is attached.
     pub stick_bus: StickBus,
-    /// Power cycles allowed after a HostOS soft lockup.
+    /// Power cycles allowed after a stall under nested KVM (see the module docs).
     pub power_cycles: u32,
     /// The QEMU binary.
     pub qemu: PathBuf,
@@ -429,7 +431,8 @@ impl Session {
             }
             if let State::Failed {
                 during,
-                failure: Failure::SoftLockup,
+                failure:
+                    failure @ (Failure::SoftLockup | Failure::GuestStall | Failure::KernelPanic),
             } = state
                 && during >= Stage::Rebooting
                 && cycles_left > 0
@@ -437,7 +440,10 @@ impl Session {
                 cycles_left -= 1;
                 self.note(
                     &mut report,
-                    "HostOS stalled (soft lockup under nested KVM); power-cycling the machine",
+                    &format!(
+                        "{} (a stall under nested KVM); power-cycling the machine",
+                        failure.describe()
+                    ),
                     on_event,
                 );
                 self.boot(on_event)?;

@@ -18,8 +18,9 @@
 //! the installer started, which fails the run ([`Failure::InstallerBootedAgain`]).
 //!
 //! GuestOS console lines reach the HostOS console prefixed with
-//! [`GUEST_PREFIX`] (HostOS `verbose=true`); only GuestOS's own markers are
-//! taken from them, so a GuestOS kernel message never reads as HostOS's.
+//! [`GUEST_PREFIX`] (HostOS `verbose=true`); only GuestOS's own markers and
+//! its kernel's stall reports ([`Signal::GuestStall`]) are taken from them,
+//! so a GuestOS kernel message never reads as HostOS's.
 
 use std::fmt;
 
@@ -48,6 +49,10 @@ pub const GUESTOS_LAUNCHED: &str = "GuestOS VM launched";
 pub const GUESTOS_NO_MARKER: &str = "GuestOS printed no boot marker";
 /// A CPU of the kernel stalled (seen under nested KVM in TCG).
 pub const SOFT_LOCKUP: &str = "watchdog: BUG: soft lockup";
+/// RCU saw a CPU stall (`rcu_preempt`/`rcu_sched detected stalls on
+/// CPUs/tasks`): under nested KVM in TCG, a GuestOS or HostOS CPU whose
+/// timer interrupts stopped coming.
+pub const RCU_STALL: &str = "detected stalls on CPUs";
 /// The kernel gave up.
 pub const KERNEL_PANIC: &str = "Kernel panic - not syncing";
 /// The installer's first line (`SetupOS installer: N steps: ...`).
@@ -176,10 +181,12 @@ pub enum Failure {
     BootFailure(System),
     /// HostOS's runner saw no GuestOS marker in time.
     GuestOsNoMarker,
-    /// A kernel CPU stalled (soft lockup).
+    /// A kernel CPU stalled (soft lockup or RCU stall).
     SoftLockup,
     /// A kernel panicked.
     KernelPanic,
+    /// GuestOS's kernel reported a stalled CPU.
+    GuestStall,
     /// SetupOS booted again after the installer had started: the machine
     /// restarted during the install, or the firmware ignored the IC-OS
     /// boot entry after it.
@@ -199,7 +206,10 @@ impl Failure {
             Failure::GuestOsNoMarker => {
                 "HostOS saw no GuestOS boot marker within its wait".into()
             }
-            Failure::SoftLockup => "a kernel CPU stalled (soft lockup)".into(),
+            Failure::SoftLockup => "a kernel CPU stalled (soft lockup or RCU stall)".into(),
+            Failure::GuestStall => {
+                "GuestOS's kernel reported a stalled CPU (soft lockup or RCU stall)".into()
+            }
             Failure::KernelPanic => "a kernel panicked".into(),
             Failure::InstallerBootedAgain => "SetupOS booted again after the installer had started \
                  (a restart during the install, or the firmware did not follow the IC-OS boot entry)"
@@ -302,10 +312,12 @@ pub enum Signal {
     BootFailure(System),
     /// HostOS's runner waited for GuestOS in vain.
     GuestOsNoMarker,
-    /// A soft lockup.
+    /// A soft lockup or an RCU stall of the machine's kernel.
     SoftLockup,
     /// A kernel panic.
     KernelPanic,
+    /// GuestOS's kernel reported a stalled CPU (soft lockup or RCU stall).
+    GuestStall,
 }
 
 /// What a console line (already [cleaned](crate::clean_line)) signals.
@@ -318,11 +330,13 @@ pub fn classify(line: &str) -> Option<Signal> {
             Some(Signal::BootFailure(System::GuestOs))
         } else if has(icos_qemu::GUESTOS_BOOT_SUCCESS) {
             Some(Signal::GuestOsUp)
+        } else if has(SOFT_LOCKUP) || has(RCU_STALL) {
+            Some(Signal::GuestStall)
         } else {
             None
         };
     }
-    Some(if has(SOFT_LOCKUP) {
+    Some(if has(SOFT_LOCKUP) || has(RCU_STALL) {
         Signal::SoftLockup
     } else if has(KERNEL_PANIC) {
         Signal::KernelPanic
@@ -400,7 +414,11 @@ pub fn step(state: State, signal: Signal, goal: Goal) -> State {
         Signal::GuestOsLaunched if s >= Stage::Rebooting => forward(Stage::GuestOsBooting),
         Signal::GuestOsUp if s >= Stage::Rebooting => State::Done(End::GuestOsUp),
         Signal::GuestOsNoMarker if s >= Stage::Rebooting => fail(Failure::GuestOsNoMarker),
-        Signal::GuestOsLaunched | Signal::GuestOsUp | Signal::GuestOsNoMarker => state,
+        Signal::GuestStall if s >= Stage::Rebooting => fail(Failure::GuestStall),
+        Signal::GuestOsLaunched
+        | Signal::GuestOsUp
+        | Signal::GuestOsNoMarker
+        | Signal::GuestStall => state,
     }
 }
 

@@ -17,15 +17,31 @@ use icos_deterministic_ips::NodeType;
 use icos_imagefs::{Ext4Source, Ext4Spec, Tools};
 use icos_layout::OsKind;
 use icos_qemu::{
-    Accel, Console, Disk, Firmware, NetBackend, Nic, Ovmf, UserIpv6, UserNet, VmConfig,
+    Accel, Console, Disk, Firmware, NetBackend, Nic, Ovmf, UserIpv6, UserNet, VmConfig, Watch,
 };
 
 use super::{require, run_ok, source_root};
 
 /// L1 (HostOS) memory: the 2 GiB guest, plus HostOS and its tmpfs /var.
 pub const HOSTOS_MEMORY_MIB: u64 = 5120;
-/// What HostOS's kernel prints when nested KVM under TCG stalls a CPU.
-pub const SOFT_LOCKUP: &str = "watchdog: BUG: soft lockup";
+/// What the kernels print when nested KVM under TCG stalls: HostOS's
+/// soft-lockup watchdog, an RCU stall of HostOS's or GuestOS's kernel, and
+/// the HostOS kernel panic that can follow one.
+pub const NESTED_STALLS: [&str; 3] = [
+    "watchdog: BUG: soft lockup",
+    "detected stalls on CPUs",
+    "Kernel panic - not syncing",
+];
+
+/// `watch`, also ending on any of [`NESTED_STALLS`].
+pub fn ends_on_stalls(watch: Watch) -> Watch {
+    NESTED_STALLS.iter().fold(watch, |w, s| w.failure(*s))
+}
+
+/// Whether `line` is one of [`NESTED_STALLS`].
+pub fn is_stall(line: &str) -> bool {
+    NESTED_STALLS.iter().any(|s| line.contains(s))
+}
 /// The prefix of GuestOS console lines in the runner's log (with
 /// `hostos_settings.verbose`).
 pub const GUEST: &str = "guestos_console: ";

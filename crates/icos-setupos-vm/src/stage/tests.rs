@@ -3,7 +3,7 @@ use crate::clean_line;
 
 use Stage::*;
 
-const ALL_SIGNALS: [Signal; 16] = [
+const ALL_SIGNALS: [Signal; 17] = [
     Signal::SetupOsGrub,
     Signal::InstallerStarted,
     Signal::InstallStarted,
@@ -20,6 +20,7 @@ const ALL_SIGNALS: [Signal; 16] = [
     Signal::GuestOsNoMarker,
     Signal::SoftLockup,
     Signal::KernelPanic,
+    Signal::GuestStall,
 ];
 
 fn all_states() -> Vec<State> {
@@ -93,6 +94,11 @@ fn expected(stage: Stage, signal: Signal) -> State {
             failed(stage, Failure::GuestOsNoMarker)
         }
         (_, Signal::GuestOsNoMarker) => same,
+
+        (Rebooting | HostOsBooting | GuestOsBooting, Signal::GuestStall) => {
+            failed(stage, Failure::GuestStall)
+        }
+        (_, Signal::GuestStall) => same,
     }
 }
 
@@ -248,10 +254,15 @@ fn console_lines_are_classified() {
             "icos-guestos-vm[700]: guestos_console: GUESTOS BOOT FAILURE: no config",
             Some(Signal::BootFailure(System::GuestOs)),
         ),
-        // A guest's kernel troubles are the guest's, not HostOS's.
+        // A guest's kernel troubles are the guest's, not HostOS's: its
+        // stalls are told apart, its panic ends in its own marker.
         (
             "guestos_console: [  22.1] watchdog: BUG: soft lockup - CPU#0 stuck for 22s!",
-            None,
+            Some(Signal::GuestStall),
+        ),
+        (
+            "icos-guestos-vm[398]: INFO guestos_console: [   31.585478] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:",
+            Some(Signal::GuestStall),
         ),
         ("guestos_console: Kernel panic - not syncing: VFS", None),
         (
@@ -269,6 +280,10 @@ fn console_lines_are_classified() {
         (
             "[    3.1] Kernel panic - not syncing: Attempted to kill init!",
             Some(Signal::KernelPanic),
+        ),
+        (
+            "[   63.2] rcu: INFO: rcu_sched detected stalls on CPUs/tasks:",
+            Some(Signal::SoftLockup),
         ),
         ("", None),
     ];

@@ -210,7 +210,7 @@ pub fn run_setupos(args: &SetuposArgs) -> CmdResult {
                 tracing::debug!(?args, "QEMU arguments");
                 let _ = writeln!(
                     err,
-                    "icos run setupos: machine start {boot} (QEMU pid {pid}, TCG -cpu max, {} MiB, {} target disk(s) of {}{}); console {}",
+                    "icos run setupos: machine start {boot} (QEMU pid {pid}, TCG -cpu max,la57=off, {} MiB, {} target disk(s) of {}{}); console {}",
                     run_spec.memory_mib,
                     spec.disks,
                     format_size(spec.disk_size),
