@@ -2,7 +2,7 @@
 //! cache makes repeated builds cheap), put the GuestOS disk into a copy of
 //! the HostOS disk's `hostlvm/guestos` volume and a HostOS config into its
 //! `config` volume, as SetupOS would, and boot that HostOS under TCG with
-//! `-cpu max`. Its `guestos.service` runs `icos-guestos-vm`, which starts
+//! `-cpu max,la57=off`. Its `guestos.service` runs `icos-guestos-vm`, which starts
 //! GuestOS as a nested VM under KVM (the CPU model exposes SVM/VMX to
 //! HostOS) with real vhost-vsock.
 //!
@@ -86,7 +86,7 @@ fn hostos_boots_guestos_nested_with_vsock() {
     let config = hostos_config(&dir, &[], true);
     install_guest_and_config(&dir, &host_disk, &guest_disk, &config, &[]);
 
-    // HostOS under TCG, -cpu max (SVM/VMX for the nested KVM), on the
+    // HostOS under TCG, -cpu max,la57=off (SVM/VMX for the nested KVM), on the
     // node's network (examples/config.ini: 2001:db8:1234:56::/64, the
     // gateway ::1) with QEMU as the gateway: HostOS pings it to pick its
     // NIC and puts its deterministic address on br6.

@@ -1,7 +1,7 @@
 //! HostOS upgrades itself when the registry says so, nested in QEMU.
 //!
 //! The machine is HostOS `h1` with GuestOS `g1` inside, as SetupOS leaves
-//! it (see `common/hostos.rs`), booted once under TCG with `-cpu max`
+//! it (see `common/hostos.rs`), booted once under TCG with `-cpu max,la57=off`
 //! (GuestOS runs nested under KVM) on QEMU's user network, which carries the
 //! node's /64 with QEMU at the gateway address; QEMU restarts the machine
 //! when HostOS reboots. The registry (`icos registry init`, governance

@@ -16,7 +16,7 @@
 //!    machine's clock on 127.0.0.1:123, which the guest reaches as
 //!    10.0.2.2:123, so the installer's clock check passes; a [`Reaper`]
 //!    kills QEMU and chronyd if the caller dies.
-//! 4. **The machine** ([`MachineSpec`]): q35, OVMF, TCG with `-cpu max`,
+//! 4. **The machine** ([`MachineSpec`]): q35, OVMF, TCG with `-cpu max,la57=off`,
 //!    the stick on USB, the targets on virtio, no boot order forced.
 //! 5. **The run** ([`Session::run`]): follows the serial console through
 //!    the [stages](stage) — SetupOS booting, checks, installing,

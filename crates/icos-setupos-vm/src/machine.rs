@@ -1,4 +1,4 @@
-//! The QEMU machine: a q35 server with UEFI (OVMF), TCG with `-cpu max`
+//! The QEMU machine: a q35 server with UEFI (OVMF), TCG with `-cpu max,la57=off`
 //! (its SVM lets HostOS run GuestOS under nested KVM), the stick, blank
 //! target disks and one NIC on QEMU's user network shaped like the node's.
 //!
@@ -146,7 +146,7 @@ mod tests {
         let line = args.join(" ");
         for want in [
             "-accel tcg,thread=multi",
-            "-cpu max",
+            "-cpu max,la57=off",
             "-m 5120",
             "-smp 2",
             "OVMF_CODE_4M.fd",

@@ -2,7 +2,7 @@
 //! nested VM tests: images built with `icos build` (the stage cache makes
 //! repeated builds cheap), GuestOS copied into the `hostlvm/guestos` volume,
 //! a HostOS config from `icos node derive` on `examples/` in the `config`
-//! volume, and a QEMU machine for HostOS under TCG with `-cpu max` (SVM/VMX
+//! volume, and a QEMU machine for HostOS under TCG with `-cpu max,la57=off` (SVM/VMX
 //! for the nested KVM) on a user network that carries the node's /64 with
 //! QEMU at the configured gateway address.
 
@@ -239,7 +239,7 @@ pub fn install_guest_and_config(
     assert_eq!(back, fs::read(config).unwrap());
 }
 
-/// HostOS on `host_disk` under TCG with `-cpu max`, UEFI (its variables in
+/// HostOS on `host_disk` under TCG with `-cpu max,la57=off`, UEFI (its variables in
 /// `dir`), its serial console into `log`, and one NIC on QEMU's user
 /// network with the node's /64 ([`NODE_PREFIX`]) and QEMU at [`GATEWAY`],
 /// open to this machine (`restrict=off`): the guest reaches this machine's
@@ -267,6 +267,6 @@ pub fn hostos_vm(dir: &Path, host_disk: &Path, log: &Path) -> VmConfig {
     });
     vm.serial = Some(Console::file(log));
     let args = vm.to_args().unwrap().join(" ");
-    assert!(args.contains("-cpu max"), "{args}");
+    assert!(args.contains("-cpu max,la57=off"), "{args}");
     vm
 }
