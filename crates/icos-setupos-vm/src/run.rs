@@ -104,7 +104,7 @@ impl Default for RunSpec {
             ntp_port: NTP_PORT,
             reboot: RebootMode::default(),
             stick_bus: StickBus::default(),
-            power_cycles: 1,
+            power_cycles: 2,
             qemu: PathBuf::from(icos_qemu::DEFAULT_QEMU),
             remove_on_death: false,
             tail_lines: 40,

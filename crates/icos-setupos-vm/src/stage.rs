@@ -53,6 +53,9 @@ pub const SOFT_LOCKUP: &str = "watchdog: BUG: soft lockup";
 /// CPUs/tasks`): under nested KVM in TCG, a GuestOS or HostOS CPU whose
 /// timer interrupts stopped coming.
 pub const RCU_STALL: &str = "detected stalls on CPUs";
+/// The hung-task watchdog: a task waited over 120 s (under nested KVM in
+/// TCG, a GuestOS disk interrupt that never came).
+pub const HUNG_TASK: &str = "blocked for more than 120 seconds";
 /// The kernel gave up.
 pub const KERNEL_PANIC: &str = "Kernel panic - not syncing";
 /// The installer's first line (`SetupOS installer: N steps: ...`).
@@ -207,9 +210,9 @@ impl Failure {
                 "HostOS saw no GuestOS boot marker within its wait".into()
             }
             Failure::SoftLockup => "a kernel CPU stalled (soft lockup or RCU stall)".into(),
-            Failure::GuestStall => {
-                "GuestOS's kernel reported a stalled CPU (soft lockup or RCU stall)".into()
-            }
+            Failure::GuestStall => "GuestOS's kernel reported a stall \
+                 (soft lockup, RCU stall or a task blocked for over 120 s)"
+                .into(),
             Failure::KernelPanic => "a kernel panicked".into(),
             Failure::InstallerBootedAgain => "SetupOS booted again after the installer had started \
                  (a restart during the install, or the firmware did not follow the IC-OS boot entry)"
@@ -316,7 +319,8 @@ pub enum Signal {
     SoftLockup,
     /// A kernel panic.
     KernelPanic,
-    /// GuestOS's kernel reported a stalled CPU (soft lockup or RCU stall).
+    /// GuestOS's kernel reported a stalled CPU (soft lockup or RCU stall)
+    /// or a task blocked for over 120 s.
     GuestStall,
 }
 
@@ -330,7 +334,7 @@ pub fn classify(line: &str) -> Option<Signal> {
             Some(Signal::BootFailure(System::GuestOs))
         } else if has(icos_qemu::GUESTOS_BOOT_SUCCESS) {
             Some(Signal::GuestOsUp)
-        } else if has(SOFT_LOCKUP) || has(RCU_STALL) {
+        } else if has(SOFT_LOCKUP) || has(RCU_STALL) || has(HUNG_TASK) {
             Some(Signal::GuestStall)
         } else {
             None

@@ -25,12 +25,14 @@ use super::{require, run_ok, source_root};
 /// L1 (HostOS) memory: the 2 GiB guest, plus HostOS and its tmpfs /var.
 pub const HOSTOS_MEMORY_MIB: u64 = 5120;
 /// What the kernels print when nested KVM under TCG stalls: HostOS's
-/// soft-lockup watchdog, an RCU stall of HostOS's or GuestOS's kernel, and
-/// the HostOS kernel panic that can follow one.
-pub const NESTED_STALLS: [&str; 3] = [
+/// soft-lockup watchdog, an RCU stall of HostOS's or GuestOS's kernel, a
+/// HostOS kernel panic, and a GuestOS task whose I/O never completes (a
+/// lost interrupt: the hung-task watchdog).
+pub const NESTED_STALLS: [&str; 4] = [
     "watchdog: BUG: soft lockup",
     "detected stalls on CPUs",
     "Kernel panic - not syncing",
+    "blocked for more than 120 seconds",
 ];
 
 /// `watch`, also ending on any of [`NESTED_STALLS`].

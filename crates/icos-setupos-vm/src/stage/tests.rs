@@ -264,6 +264,10 @@ fn console_lines_are_classified() {
             "icos-guestos-vm[398]: INFO guestos_console: [   31.585478] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:",
             Some(Signal::GuestStall),
         ),
+        (
+            "icos-guestos-vm[400]: INFO guestos_console: [  243.054740] INFO: task mount:127 blocked for more than 120 seconds.",
+            Some(Signal::GuestStall),
+        ),
         ("guestos_console: Kernel panic - not syncing: VFS", None),
         (
             "INFO icos_guestos_vm::daemon: GuestOS booted 88.1 s after the VM start: GUESTOS BOOT SUCCESS version=abc",
