@@ -81,11 +81,11 @@ impl Cpu {
     /// The model to use with an accelerator: `max,la57=off` for TCG,
     /// `host,-arch-capabilities` for KVM.
     ///
-    /// Under TCG the guest gets 4-level paging: with 5-level paging
-    /// (`la57`, part of `max`) a HostOS running GuestOS under nested KVM
-    /// now and then crashed in its kernel's page-fault entry (a fault on a
-    /// `%gs` access that recursed until the stack guard page), and GuestOS
-    /// lost its timer interrupts. Node machines do not need `la57`.
+    /// Under TCG the guest gets 4-level paging: the 5-level paging that
+    /// `max` offers (`la57`) adds a level to every emulated page walk and
+    /// nothing a node needs. It was turned off while HostOS running GuestOS
+    /// under nested KVM crashed now and then; the crashes went on without
+    /// it (see the nested tests' stall retry).
     pub fn default_for(accel: Accel) -> Cpu {
         match accel {
             Accel::Tcg => Cpu::Named {
