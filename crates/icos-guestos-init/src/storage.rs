@@ -631,6 +631,11 @@ mod tests {
         }
     }
 
+    /// The program and its first word of a recorded command line.
+    fn verb(command: &str) -> String {
+        command.split(' ').take(2).collect::<Vec<_>>().join(" ")
+    }
+
     /// A device file holding the LUKS magic.
     fn luks_dev(dir: &Path) -> PathBuf {
         let dev = dir.join("vda10");
@@ -750,11 +755,7 @@ mod tests {
         let r = FirstOpenFails(Recorder::new(false));
         let o = open_device(&p, &r, &dev, "store-crypt", "store", true, false).unwrap();
         assert_eq!(o.action, Action::FormatOpenMake);
-        let verbs: Vec<String> =
-            r.0.log()
-                .iter()
-                .map(|c| c.split(' ').take(2).collect::<Vec<_>>().join(" "))
-                .collect();
+        let verbs: Vec<String> = r.0.log().iter().map(|c| verb(c)).collect();
         assert_eq!(
             verbs,
             [
@@ -819,7 +820,7 @@ mod tests {
         let of = |needle: &str| -> Vec<String> {
             log.iter()
                 .filter(|c| c.contains(needle))
-                .map(|c| c.split(' ').take(2).collect::<Vec<_>>().join(" "))
+                .map(|c| verb(c))
                 .collect()
         };
         assert_eq!(

@@ -19,6 +19,7 @@ use icos_layout::OsKind;
 use icos_qemu::{
     Accel, Console, Disk, Firmware, NetBackend, Nic, Ovmf, UserIpv6, UserNet, VmConfig, Watch,
 };
+use icos_setupos_vm::stage::{HUNG_TASK, KERNEL_PANIC, RCU_STALL, SOFT_LOCKUP};
 
 use super::{require, run_ok, source_root};
 
@@ -28,12 +29,8 @@ pub const HOSTOS_MEMORY_MIB: u64 = 5120;
 /// soft-lockup watchdog, an RCU stall of HostOS's or GuestOS's kernel, a
 /// HostOS kernel panic, and a GuestOS task whose I/O never completes (a
 /// lost interrupt: the hung-task watchdog).
-pub const NESTED_STALLS: [&str; 4] = [
-    "watchdog: BUG: soft lockup",
-    "detected stalls on CPUs",
-    "Kernel panic - not syncing",
-    "blocked for more than 120 seconds",
-];
+/// The same lines `icos run setupos` power-cycles its machine on.
+pub const NESTED_STALLS: [&str; 4] = [SOFT_LOCKUP, RCU_STALL, KERNEL_PANIC, HUNG_TASK];
 
 /// `watch`, also ending on any of [`NESTED_STALLS`].
 pub fn ends_on_stalls(watch: Watch) -> Watch {
