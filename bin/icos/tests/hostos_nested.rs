@@ -7,7 +7,7 @@
 //! HostOS) with real vhost-vsock.
 //!
 //! The config comes from `icos node derive` on `examples/`, with small dev
-//! VM resources (2 GiB, 2 vCPUs, `kvm`) and `verbose=true`, so the runner
+//! VM resources (2 GiB, `NESTED_GUEST_VCPUS`, `kvm`) and `verbose=true`, so the runner
 //! copies every GuestOS console line into its log as
 //! `guestos_console: LINE`; the unit sends that log to the HostOS console,
 //! the serial port this test reads. It checks:
@@ -29,10 +29,10 @@
 //! Needs root and the host tools of `scripts/prereqs.sh`; a missing tool is
 //! a failure, not a skip.
 //!
-//! Nested KVM inside a TCG guest now and then stalls HostOS's kernel (its
-//! soft-lockup watchdog fires, nothing moves); when that message appears,
-//! the test says so and boots the same disk once more. Any other failure,
-//! or a second stall, fails the test.
+//! Nested KVM inside a TCG guest now and then stalls a kernel (see
+//! `NESTED_STALLS`); when such a line appears, the test says so and boots
+//! the same disk again, up to three boots in all. Any other failure, or a
+//! stall on every boot, fails the test.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 

@@ -15,8 +15,10 @@
 //!
 //! Nested KVM under TCG now and then stalls a CPU: HostOS's soft-lockup
 //! watchdog or RCU reports it, or GuestOS's kernel does, and HostOS's
-//! kernel may panic after it. Any of these once HostOS is booting
-//! power-cycles the machine, up to [`RunSpec::power_cycles`] times.
+//! kernel may panic after it; or GuestOS freezes without a word, and
+//! HostOS's runner reports that no boot marker came within its wait. Any
+//! of these once HostOS is booting power-cycles the machine, up to
+//! [`RunSpec::power_cycles`] times.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -429,11 +431,8 @@ impl Session {
                 self.record(&mut report, state, next, started.elapsed(), None, on_event);
                 state = next;
             }
-            if let State::Failed {
-                during,
-                failure:
-                    failure @ (Failure::SoftLockup | Failure::GuestStall | Failure::KernelPanic),
-            } = state
+            if let State::Failed { during, failure } = state
+                && failure.is_nested_stall()
                 && during >= Stage::Rebooting
                 && cycles_left > 0
             {

@@ -201,6 +201,24 @@ pub enum Failure {
 }
 
 impl Failure {
+    /// Whether this is how nested KVM under TCG fails now and then, rather
+    /// than something the images did: a stalled or panicked kernel, or a
+    /// GuestOS that froze without a word. `icos run setupos` power-cycles
+    /// the machine on these (see [`crate::run`]).
+    pub fn is_nested_stall(self) -> bool {
+        match self {
+            Failure::SoftLockup
+            | Failure::KernelPanic
+            | Failure::GuestStall
+            | Failure::GuestOsNoMarker => true,
+            Failure::SetupFailed
+            | Failure::BootFailure(_)
+            | Failure::InstallerBootedAgain
+            | Failure::Timeout
+            | Failure::MachineStopped => false,
+        }
+    }
+
     /// What happened, in words.
     pub fn describe(self) -> String {
         match self {

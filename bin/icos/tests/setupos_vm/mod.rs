@@ -175,7 +175,8 @@ pub fn config_ini_text() -> String {
 }
 
 /// Writes the inputs into `dir`: testnet, the management MAC, `nns_url`,
-/// a 2 GiB / 2 vCPU GuestOS under KVM.
+/// a 2 GiB GuestOS under KVM with
+/// [`NESTED_GUEST_VCPUS`](crate::common::hostos::NESTED_GUEST_VCPUS).
 pub fn write_inputs(dir: &Path, nns_url: &str) -> NodeInputs {
     let config_ini = dir.join("config.ini");
     fs::write(&config_ini, config_ini_text()).unwrap();
@@ -183,7 +184,11 @@ pub fn write_inputs(dir: &Path, nns_url: &str) -> NodeInputs {
         "deployment": {"deployment_environment": "testnet", "mgmt_mac": MGMT_MAC},
         "logging": {},
         "nns": {"urls": [nns_url]},
-        "dev_vm_resources": {"memory": "2", "cpu": "kvm", "nr_of_vcpus": 2}
+        "dev_vm_resources": {
+            "memory": "2",
+            "cpu": "kvm",
+            "nr_of_vcpus": crate::common::hostos::NESTED_GUEST_VCPUS
+        }
     });
     let deployment_json = dir.join("deployment.json");
     fs::write(

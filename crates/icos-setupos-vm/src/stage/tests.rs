@@ -464,3 +464,28 @@ fn the_failure_banner_gives_its_reasons() {
     assert_eq!(empty.reasons(), ["(no reason was given)"]);
     assert!(empty.complete());
 }
+
+#[test]
+fn only_kernel_stalls_and_a_silent_guest_are_nested_stalls() {
+    let stalls = [
+        Failure::SoftLockup,
+        Failure::KernelPanic,
+        Failure::GuestStall,
+        Failure::GuestOsNoMarker,
+    ];
+    let others = [
+        Failure::SetupFailed,
+        Failure::BootFailure(System::SetupOs),
+        Failure::BootFailure(System::HostOs),
+        Failure::BootFailure(System::GuestOs),
+        Failure::InstallerBootedAgain,
+        Failure::Timeout,
+        Failure::MachineStopped,
+    ];
+    for f in stalls {
+        assert!(f.is_nested_stall(), "{f:?}");
+    }
+    for f in others {
+        assert!(!f.is_nested_stall(), "{f:?}");
+    }
+}
