@@ -256,15 +256,17 @@ fn run(paths: &Paths, console: &Path, step: &Step) -> Result<Option<String>, Fai
         }
         Step::Accounts => {
             let keys = accounts::apply(paths)?;
-            let host_key = accounts::ensure_host_key(paths, Path::new("/usr/bin/ssh-keygen"))?;
+            let (host_key, done) =
+                accounts::ensure_host_key(paths, Path::new("/usr/bin/ssh-keygen"))?;
             let list: Vec<String> = keys
                 .iter()
                 .map(|k| format!("{}={}", k.account, k.keys))
                 .collect();
             Ok(Some(format!(
-                "keys {}; host key {}",
+                "keys {}; host key {} ({})",
                 list.join(" "),
-                host_key.display()
+                host_key.display(),
+                done.as_str()
             )))
         }
         Step::ReplicaConfig => {

@@ -80,23 +80,55 @@ pub fn apply(paths: &Paths) -> Result<Vec<AccountKeys>> {
     Ok(out)
 }
 
-/// Makes the SSH host key with `ssh_keygen` unless it exists; returns its
-/// path.
-pub fn ensure_host_key(paths: &Paths, ssh_keygen: &Path) -> Result<PathBuf> {
+/// What [`ensure_host_key`] found and did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostKey {
+    /// A usable key was there.
+    Kept,
+    /// There was none; a new one was made.
+    Made,
+    /// The key there could not be read (empty or torn by a power cut
+    /// before it reached the disk); a new one replaced it.
+    Replaced,
+}
+
+impl HostKey {
+    /// `kept`, `made`, `replaced`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HostKey::Kept => "kept",
+            HostKey::Made => "made",
+            HostKey::Replaced => "replaced",
+        }
+    }
+}
+
+/// Makes the SSH host key with `ssh_keygen` unless a usable one exists
+/// (`ssh-keygen -y` reads it); returns its path and what was done.
+///
+/// A new key is made in a scratch folder and written durably (see
+/// `write_file`), the public half first, so a VM killed at any point
+/// leaves either no key or a whole one; a key left empty by an earlier
+/// crash is replaced instead of keeping `sshd` from starting.
+pub fn ensure_host_key(paths: &Paths, ssh_keygen: &Path) -> Result<(PathBuf, HostKey)> {
     let dir = paths.ssh_host_keys();
     let key = dir.join(HOST_KEY);
-    if key.is_file() {
-        return Ok(key);
+    let found = key.exists();
+    if found && key_is_usable(ssh_keygen, &key) {
+        return Ok((key, HostKey::Kept));
     }
-    std::fs::create_dir_all(&dir).map_err(InitError::io("creating", &dir))?;
+    let scratch = dir.join(".keygen");
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir_all(&scratch).map_err(InitError::io("creating", &scratch))?;
+    let new = scratch.join(HOST_KEY);
     let out = Command::new(ssh_keygen)
         .args(["-q", "-t", "ed25519", "-N", "", "-C", "guestos", "-f"])
-        .arg(&key)
+        .arg(&new)
         .output()
         .map_err(InitError::io("running", ssh_keygen))?;
     if !out.status.success() {
         return Err(InitError::Command {
-            command: format!("{} -t ed25519 -f {}", ssh_keygen.display(), key.display()),
+            command: format!("{} -t ed25519 -f {}", ssh_keygen.display(), new.display()),
             detail: format!(
                 "{}: {}",
                 out.status,
@@ -104,7 +136,29 @@ pub fn ensure_host_key(paths: &Paths, ssh_keygen: &Path) -> Result<PathBuf> {
             ),
         });
     }
-    Ok(key)
+    let public = new.with_extension("pub");
+    let read = |p: &Path| std::fs::read(p).map_err(InitError::io("reading", p));
+    write_file(&key.with_extension("pub"), &read(&public)?, 0o644)?;
+    write_file(&key, &read(&new)?, 0o600)?;
+    let _ = std::fs::remove_dir_all(&scratch);
+    Ok((
+        key,
+        if found {
+            HostKey::Replaced
+        } else {
+            HostKey::Made
+        },
+    ))
+}
+
+/// Whether `ssh-keygen -y` can read the private key `key`.
+fn key_is_usable(ssh_keygen: &Path, key: &Path) -> bool {
+    Command::new(ssh_keygen)
+        .arg("-y")
+        .arg("-f")
+        .arg(key)
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 #[cfg(test)]
@@ -185,10 +239,32 @@ mod tests {
         assert!(keygen.is_file(), "ssh-keygen (openssh-client) is needed");
         let d = tempfile::tempdir().unwrap();
         let p = Paths::new(d.path());
-        let k = ensure_host_key(&p, keygen).unwrap();
+        let (k, done) = ensure_host_key(&p, keygen).unwrap();
+        assert_eq!(done, HostKey::Made);
         let first = std::fs::read(&k).unwrap();
         assert!(first.starts_with(b"-----BEGIN OPENSSH PRIVATE KEY-----"));
-        ensure_host_key(&p, keygen).unwrap();
+        let mode = std::fs::metadata(&k).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert!(k.with_extension("pub").is_file());
+        assert!(!k.with_file_name(".keygen").exists());
+        assert_eq!(
+            ensure_host_key(&p, keygen).unwrap(),
+            (k.clone(), HostKey::Kept)
+        );
         assert_eq!(std::fs::read(&k).unwrap(), first);
+    }
+
+    #[test]
+    fn an_empty_or_torn_host_key_is_replaced() {
+        let keygen = Path::new("/usr/bin/ssh-keygen");
+        let d = tempfile::tempdir().unwrap();
+        let p = Paths::new(d.path());
+        let key = p.ssh_host_keys().join(HOST_KEY);
+        for bad in [&b""[..], b"-----BEGIN OPENSSH PRIVATE KEY-----\nb3Blbn"] {
+            write_file(&key, bad, 0o600).unwrap();
+            let (k, done) = ensure_host_key(&p, keygen).unwrap();
+            assert_eq!((k.as_path(), done), (key.as_path(), HostKey::Replaced));
+            assert!(key_is_usable(keygen, &k));
+        }
     }
 }
