@@ -98,10 +98,10 @@ fn hostos_boots_guestos_nested_with_vsock() {
             .failure(format!("{GUEST}GUESTOS BOOT FAILURE"))
             .failure("HOSTOS BOOT FAILURE"),
     );
-    // Nested KVM inside a TCG guest now and then stalls a kernel: HostOS's
-    // soft-lockup watchdog fires, or GuestOS's or HostOS's RCU reports a
-    // stall (a lost timer), and nothing moves any more. Such a stall, and
-    // only that, gets another boot of the same disk, up to three in all.
+    // Nested KVM inside a TCG guest now and then stalls a kernel or
+    // freezes GuestOS without a word (`NESTED_STALLS`), and nothing moves
+    // any more. Such a stall, and only that, gets another boot of the same
+    // disk, up to three in all.
     let mut attempt = 1;
     let (mut running, outcome, started, mut seen) = loop {
         let started = Instant::now();
@@ -115,7 +115,7 @@ fn hostos_boots_guestos_nested_with_vsock() {
             && attempt < 3
         {
             eprintln!(
-                "a kernel stalled under nested KVM ({}); booting HostOS once more",
+                "nested KVM stalled ({}); booting HostOS once more",
                 line.trim()
             );
             let _ = running.kill();
