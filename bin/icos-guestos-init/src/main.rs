@@ -62,7 +62,7 @@ enum Step {
     /// files of ic-bootstrap.tar, write the config (every boot) and the keys
     /// (first boot only).
     Bootstrap {
-        /// How often to look for the media, a second apart.
+        /// How often to look for the media, 100 ms apart.
         #[arg(long, default_value_t = bootstrap::MEDIA_TRIES)]
         tries: u32,
         /// Read this folder as the (already mounted) media instead.

@@ -7,7 +7,7 @@
 //! | 3 | local apt repository | only when stage 4 runs |
 //! | 4 | root file system | mmdebstrap of the HostOS lock (same arguments as GuestOS) |
 //! | 5 | customise | GuestOS's rules, but keeping the hypervisor's kernel modules ([`HOSTOS_EXTRA_MODULES`]); `images/hostos/rootfs/`, `/opt/ic/bin/*`, `/opt/ic/share/version.txt`, mount point `/boot/config` |
-//! | 6 | initramfs | GuestOS's (busybox, `veritysetup`, `blkid`, modules) plus `dmsetup`, with `images/hostos/initramfs/init` |
+//! | 6 | initramfs | GuestOS's (busybox, `veritysetup`, `dmsetup`, `blkid`, modules), with `images/hostos/initramfs/init` |
 //! | 7 | A_root | ext4 + dm-verity exactly as GuestOS (the LV is 10 GiB, like GuestOS's A_root) |
 //! | 8 | A_boot | ext4: `vmlinuz`, `initrd.img`, `boot_args` ([`hostos_boot_args`]), `version.txt` |
 //! | 9 | esp | GRUB EFI from the locked GRUB packages with `images/hostos/grub/grub-early.cfg` and the `lvm` module |
@@ -74,9 +74,6 @@ pub const HOSTOS_EXTRA_MODULES: &[&str] = &[
     "drivers/ata/",
     "drivers/scsi/",
 ];
-
-/// Programs copied into the HostOS initramfs besides GuestOS's.
-pub const HOSTOS_INITRAMFS_PROGRAMS: &[&str] = &["usr/sbin/dmsetup"];
 
 /// Bumped whenever the customisation code changes what it writes.
 const CUSTOMISE_VERSION: &str = "2";
@@ -322,7 +319,6 @@ pub fn build_hostos(opts: &HostOsOptions) -> Result<BuildReport> {
         .str("modules", &initramfs::MODULES.join(" "))
         .str("applets", &initramfs::APPLETS.join(" "))
         .str("programs", &initramfs::PROGRAMS.join(" "))
-        .str("hostos-programs", &HOSTOS_INITRAMFS_PROGRAMS.join(" "))
         .str("hash-offset", &VERITY_HASH_OFFSET.to_string())
         .finish();
     let initrd_dir =
@@ -517,8 +513,8 @@ fn customise_hostos(
     rootfs::write_customised(&mut tree, out, &kernel_version, &kernel, epoch)
 }
 
-/// GuestOS's initramfs plus `dmsetup` and its libraries, with the HostOS
-/// `/init`; writes `initrd.img` (newc cpio, zstd) into `out`.
+/// GuestOS's initramfs (which has `dmsetup` for the LVM mapping) with the
+/// HostOS `/init`; writes `initrd.img` (newc cpio, zstd) into `out`.
 fn make_hostos_initramfs(
     custom_dir: &Path,
     kernel_version: &str,
@@ -526,29 +522,7 @@ fn make_hostos_initramfs(
     out: &Path,
 ) -> Result<()> {
     let root = rootfs::read_tree(&custom_dir.join("rootfs.tar"))?;
-    let mut ir = initramfs::build(&root, kernel_version, VERITY_HASH_OFFSET)?;
-    let mut libs = std::collections::BTreeMap::new();
-    for program in HOSTOS_INITRAMFS_PROGRAMS {
-        let data = root
-            .file(program)
-            .ok_or_else(|| BuildError::Rootfs(format!("no {program}")))?;
-        let name = program.rsplit('/').next().unwrap_or(program);
-        ir.tree.insert(
-            &format!("sbin/{name}"),
-            Node::new(Kind::File(data.to_vec()), 0o755),
-        );
-        initramfs::closure(&root, program, &mut libs)?;
-    }
-    for (wanted, real) in &libs {
-        if ir.tree.nodes.contains_key(wanted.as_str()) {
-            continue;
-        }
-        let data = root
-            .file(real)
-            .ok_or_else(|| BuildError::Rootfs(format!("no {real}")))?;
-        ir.tree
-            .insert(wanted, Node::new(Kind::File(data.to_vec()), 0o755));
-    }
+    let ir = initramfs::build(&root, kernel_version, VERITY_HASH_OFFSET)?;
     initramfs::write_image(ir.tree, init, out)
 }
 

@@ -1,5 +1,5 @@
-//! The GuestOS initramfs: the static busybox, `veritysetup` and `blkid`
-//! with the libraries they load, the kernel modules needed to reach a
+//! The GuestOS initramfs: the static busybox, `veritysetup`, `dmsetup` and
+//! `blkid` with the libraries they load, the kernel modules needed to reach a
 //! dm-verity ext4 root on virtio, and `/etc/verity.conf` with build-time
 //! constants. Everything comes from the (pinned) root file system; the
 //! `/init` script is a committed file added in the initramfs stage.
@@ -51,7 +51,7 @@ pub const APPLETS: &[&str] = &[
 
 /// Dynamically linked programs copied into `/sbin` (path in the root
 /// file system).
-pub const PROGRAMS: &[&str] = &["usr/sbin/veritysetup", "usr/sbin/blkid"];
+pub const PROGRAMS: &[&str] = &["usr/sbin/veritysetup", "usr/sbin/dmsetup", "usr/sbin/blkid"];
 
 /// The program whose files `/init` reads through dm-verity before
 /// switching root, so corruption there fails the boot with a message.

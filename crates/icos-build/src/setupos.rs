@@ -12,7 +12,7 @@
 //! | 3 | local apt repository | only when stage 4 runs |
 //! | 4 | root file system | mmdebstrap of the SetupOS lock (same arguments as GuestOS) |
 //! | 5 | customise | GuestOS's rules, but keeping every kernel module except those of [`SETUPOS_DROP_MODULES`] (a node machine's disks and network cards must work); `images/setupos/rootfs/` and `rootfs-<env>/`, `/opt/ic/bin/*`, `/opt/ic/share/version.txt`, `/commit-time`, mount points `/config` and `/data` |
-//! | 6 | initramfs | GuestOS's (busybox, `veritysetup`, `blkid`) with the modules of [`SETUPOS_INITRAMFS_MODULES`] (USB sticks, NVMe, AHCI) and `images/setupos/initramfs/init` |
+//! | 6 | initramfs | GuestOS's (busybox, `veritysetup`, `dmsetup`, `blkid`) with the modules of [`SETUPOS_INITRAMFS_MODULES`] (USB sticks, NVMe, AHCI) and `images/setupos/initramfs/init` |
 //! | 7 | root | ext4 of [`SETUPOS_ROOT_FS_SIZE`] + dm-verity right after it, in the 1750 MiB `root` partition |
 //! | 8 | boot | ext4: `vmlinuz`, `initrd.img`, `boot_args` ([`setupos_boot_args`]), `version.txt` |
 //! | 9 | esp | GRUB EFI from the locked GRUB packages with `images/setupos/grub/grub-early.cfg` |

@@ -28,10 +28,12 @@ use icos_config_media::{
 use crate::{InitError, Paths, Result, write_file};
 
 /// How often [`find_media_retrying`] scans, and how long it waits between
-/// scans (IC-OS tries 10 times; USB enumeration under emulation is slow).
-pub const MEDIA_TRIES: u32 = 30;
+/// scans: 30 s in all (IC-OS tries 10 times a second apart; USB enumeration
+/// under emulation is slow), in short steps so that a media that appears
+/// while the step waits is taken at once.
+pub const MEDIA_TRIES: u32 = 300;
 /// The wait between two scans.
-pub const MEDIA_RETRY_DELAY: Duration = Duration::from_secs(1);
+pub const MEDIA_RETRY_DELAY: Duration = Duration::from_millis(100);
 
 /// The volume label of a FAT boot sector, if `head` (the first 512 bytes
 /// of a device) is one.

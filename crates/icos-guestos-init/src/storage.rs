@@ -2,8 +2,11 @@
 //! and the encrypted `store`.
 //!
 //! * The slot comes from `dfinity.system=A|B` on the kernel command line;
-//!   its var partition is `A_var` or `B_var` of the GuestOS layout.
-//! * The key is `/boot/config/store.keyfile` on the config partition:
+//!   its var partition is `A_var` or `B_var` of the GuestOS layout, found
+//!   by PARTUUID in the disks' GPTs ([`find_partition`]): the step runs
+//!   before udev's coldplug, so udev's links may not be there yet.
+//! * The key is `/boot/config/store.keyfile` on the config partition
+//!   (mounted by the initramfs):
 //!   32 random bytes made on first boot (mode 0600), as IC-OS does without
 //!   SEV. Because the key has full entropy, LUKS2 uses PBKDF2 with the
 //!   minimum of 1000 iterations and no benchmark (IC-OS's parameters):
@@ -234,7 +237,67 @@ pub fn mkfs_argv(dev: &str, label: &str) -> Vec<String> {
     ])
 }
 
-/// Waits until `path` exists (udev makes the by-partuuid links).
+/// The partition whose GPT unique GUID is `partuuid`: udev's
+/// `/dev/disk/by-partuuid` link when it is there, else found by reading the
+/// GPT of every disk in `/sys/block` (the step runs before udev's coldplug,
+/// so the links may not exist yet). Polls until `timeout`.
+pub fn find_partition(paths: &Paths, partuuid: &str, timeout: Duration) -> Result<PathBuf> {
+    let link = paths.dev().join("disk/by-partuuid").join(partuuid);
+    let want: uuid::Uuid = partuuid.parse().map_err(|e| InitError::Config {
+        field: "PARTUUID",
+        reason: format!("{partuuid}: {e}"),
+    })?;
+    let start = Instant::now();
+    loop {
+        if let Ok(p) = std::fs::canonicalize(&link) {
+            return Ok(p);
+        }
+        if let Some(p) = scan_gpts(paths, want) {
+            return Ok(p);
+        }
+        if start.elapsed() >= timeout {
+            return Err(InitError::Io {
+                action: "looking for the partition",
+                path: link,
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!(
+                        "no disk in {} has it after {} s",
+                        paths.sys().join("block").display(),
+                        timeout.as_secs()
+                    ),
+                ),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `/dev/<disk><nr>` for the first disk of `/sys/block` whose GPT has a
+/// partition `want` (and whose node for it exists).
+fn scan_gpts(paths: &Paths, want: uuid::Uuid) -> Option<PathBuf> {
+    let mut disks: Vec<String> = std::fs::read_dir(paths.sys().join("block"))
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .filter(|n| {
+            !["dm-", "loop", "ram", "sr", "zram"]
+                .iter()
+                .any(|p| n.starts_with(p))
+        })
+        .collect();
+    disks.sort();
+    disks.into_iter().find_map(|disk| {
+        let g = gpt::GptConfig::new()
+            .writable(false)
+            .open(paths.dev().join(&disk))
+            .ok()?;
+        let (nr, _) = g.partitions().iter().find(|(_, p)| p.part_guid == want)?;
+        let dev = paths.dev().join(partition_name(&disk, *nr));
+        dev.exists().then_some(dev)
+    })
+}
+
+/// Waits until `path` exists.
 pub fn wait_for(path: &Path, timeout: Duration) -> Result<PathBuf> {
     let start = Instant::now();
     loop {
@@ -436,8 +499,7 @@ pub fn apply(paths: &Paths, runner: &dyn Runner, wait: Duration) -> Result<Stora
         std::fs::read_to_string(&cmdline_path).map_err(InitError::io("reading", &cmdline_path))?;
     let slot = slot_from_cmdline(&cmdline)?;
     let new_key = ensure_keyfile(paths, &paths.at("/dev/urandom"))?;
-    let by_uuid = paths.dev().join("disk/by-partuuid");
-    let var_dev = wait_for(&by_uuid.join(slot.var_partuuid()), wait)?;
+    let var_dev = find_partition(paths, slot.var_partuuid(), wait)?;
     let disk = parent_disk(paths, &var_dev)?;
     let (var, store) = std::thread::scope(|s| {
         let var = s.spawn(|| {
@@ -797,6 +859,41 @@ mod tests {
             .unwrap();
         std::fs::create_dir_all(p.at("/var")).unwrap();
         p
+    }
+
+    #[test]
+    fn var_is_found_in_the_gpt_before_udev_links_it() {
+        let d = tempfile::tempdir().unwrap();
+        let p = machine(d.path());
+        std::fs::remove_file(p.dev().join("disk/by-partuuid").join(A_VAR_PARTUUID)).unwrap();
+        let timeout = Duration::from_millis(120);
+        // No link and no disk in /sys/block: not found, and the error says where it looked.
+        let err = find_partition(&p, A_VAR_PARTUUID, timeout).unwrap_err();
+        assert!(err.to_string().contains(A_VAR_PARTUUID), "{err}");
+        assert!(err.to_string().contains("sys/block"), "{err}");
+        // The disk is listed, but its GPT does not have the PARTUUID (yet).
+        std::fs::create_dir_all(p.sys().join("block/vda")).unwrap();
+        std::fs::create_dir_all(p.sys().join("block/dm-0")).unwrap();
+        assert!(find_partition(&p, A_VAR_PARTUUID, timeout).is_err());
+        let disk = p.dev().join("vda");
+        let mut g = gpt::GptConfig::new().writable(true).open(&disk).unwrap();
+        let mut parts = g.partitions().clone();
+        parts.get_mut(&1).unwrap().part_guid = A_VAR_PARTUUID.parse().unwrap();
+        g.update_partitions(parts).unwrap();
+        g.write().unwrap();
+        assert_eq!(
+            find_partition(&p, A_VAR_PARTUUID, timeout).unwrap(),
+            p.dev().join("vda1")
+        );
+        // B's var is on no disk.
+        assert!(find_partition(&p, B_VAR_PARTUUID, timeout).is_err());
+        // udev's link wins when it is there.
+        let links = p.dev().join("disk/by-partuuid");
+        std::os::unix::fs::symlink(p.dev().join("vda2"), links.join(B_VAR_PARTUUID)).unwrap();
+        assert_eq!(
+            find_partition(&p, B_VAR_PARTUUID, timeout).unwrap(),
+            std::fs::canonicalize(p.dev().join("vda2")).unwrap()
+        );
     }
 
     #[test]
