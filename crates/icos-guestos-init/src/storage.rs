@@ -247,30 +247,23 @@ pub fn find_partition(paths: &Paths, partuuid: &str, timeout: Duration) -> Resul
         field: "PARTUUID",
         reason: format!("{partuuid}: {e}"),
     })?;
-    let start = Instant::now();
-    loop {
-        if let Ok(p) = std::fs::canonicalize(&link) {
-            return Ok(p);
-        }
-        if let Some(p) = scan_gpts(paths, want) {
-            return Ok(p);
-        }
-        if start.elapsed() >= timeout {
-            return Err(InitError::Io {
-                action: "looking for the partition",
-                path: link,
-                source: std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    format!(
-                        "no disk in {} has it after {} s",
-                        paths.sys().join("block").display(),
-                        timeout.as_secs()
-                    ),
-                ),
-            });
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    poll(timeout, || {
+        std::fs::canonicalize(&link)
+            .ok()
+            .or_else(|| scan_gpts(paths, want))
+    })
+    .ok_or_else(|| InitError::Io {
+        action: "looking for the partition",
+        source: std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!(
+                "no disk in {} has it after {} s",
+                paths.sys().join("block").display(),
+                timeout.as_secs()
+            ),
+        ),
+        path: link,
+    })
 }
 
 /// `/dev/<disk><nr>` for the first disk of `/sys/block` whose GPT has a
@@ -299,20 +292,26 @@ fn scan_gpts(paths: &Paths, want: uuid::Uuid) -> Option<PathBuf> {
 
 /// Waits until `path` exists.
 pub fn wait_for(path: &Path, timeout: Duration) -> Result<PathBuf> {
+    poll(timeout, || std::fs::canonicalize(path).ok()).ok_or_else(|| InitError::Io {
+        action: "waiting for",
+        path: path.to_owned(),
+        source: std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("not there after {} s", timeout.as_secs()),
+        ),
+    })
+}
+
+/// Asks `found` every 50 ms until it gives a path or `timeout` has passed
+/// (it is asked at least once).
+fn poll(timeout: Duration, mut found: impl FnMut() -> Option<PathBuf>) -> Option<PathBuf> {
     let start = Instant::now();
     loop {
-        if let Ok(p) = std::fs::canonicalize(path) {
-            return Ok(p);
+        if let Some(p) = found() {
+            return Some(p);
         }
         if start.elapsed() >= timeout {
-            return Err(InitError::Io {
-                action: "waiting for",
-                path: path.to_owned(),
-                source: std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    format!("not there after {} s", timeout.as_secs()),
-                ),
-            });
+            return None;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
