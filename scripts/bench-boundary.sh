@@ -16,6 +16,7 @@
 #   KINDS="query call"  request kinds to run
 #   ROUTER=FILE    the router binary [target/release/icos-boundary]
 #   BUILD=0        use the release binaries already built
+#   ROUTER_ARGS="..."  more flags for the router (e.g. --worker-threads 1)
 #   METRICS=1      serve the router's metrics (default: off; requests are
 #                  counted either way)
 #   PERF=1         profile the router (perf record -g, 5 s) during the first
@@ -113,7 +114,7 @@ else
   metrics_flags=(--obs-disable-metrics)
 fi
 "${PROXY[@]}" "$ROUTER" --routing-table "$W/table.json" --listen "127.0.0.1:$ROUTER_PORT" \
-  "${metrics_flags[@]}" 2>"$W/router.log" &
+  "${metrics_flags[@]}" ${ROUTER_ARGS:-} 2>"$W/router.log" &
 router_pid=$!
 pids+=("$router_pid")
 
@@ -201,19 +202,26 @@ cpu_ticks() {
   echo "$t"
 }
 TICK=$(getconf CLK_TCK)
+# All CPUs' time so far from /proc/stat: "steal total" in clock ticks. Steal
+# is time the hypervisor ran something else while this machine's vCPUs had
+# work: a vCPU stalled that way delays every request it holds, so a run
+# with steal measures the host, not the proxy.
+steal_total() { awk '/^cpu /{t=0; for (i=2;i<=NF;i++) t+=$i; print $9, t}' /proc/stat; }
 
 # oha run: target kind label [extra args]; prints
-# "rps p50_ms p99_ms ok_ratio cpu_us_per_request"
+# "rps p50_ms p99_ms ok_ratio cpu_us_per_request steal_pct"
 run() {
   local target=$1 kind=$2 label=$3
   shift 3
   local out="$W/oha-$label-$target-$kind.json"
-  local before after
+  local before after s0 t0 s1 t1
+  read -r s0 t0 < <(steal_total)
   before=$(cpu_ticks "$target")
   "${CLIENT[@]}" "$OHA" -z "$DURATION" -c "$CONNS" -m POST -T application/cbor -D "$W/$kind.cbor" \
     --no-tui --output-format json "$@" "$(url "$target" "$kind")" >"$out"
   after=$(cpu_ticks "$target")
-  python3 - "$out" "$((after - before))" "$TICK" <<'PY'
+  read -r s1 t1 < <(steal_total)
+  python3 - "$out" "$((after - before))" "$TICK" "$((s1 - s0))" "$((t1 - t0))" <<'PY'
 import json, sys
 d = json.load(open(sys.argv[1]))
 s = d["summary"]; p = d["latencyPercentiles"]
@@ -221,13 +229,14 @@ codes = d.get("statusCodeDistribution", {})
 ok = sum(v for k, v in codes.items() if k.startswith("2"))
 total = sum(codes.values()) or 1
 cpu_us = int(sys.argv[2]) / int(sys.argv[3]) * 1e6 / total
-print(f'{s["requestsPerSec"]:.0f} {p["p50"]*1000:.3f} {p["p99"]*1000:.3f} {ok/total:.4f} {cpu_us:.1f}')
+steal = 100 * int(sys.argv[4]) / max(int(sys.argv[5]), 1)
+print(f'{s["requestsPerSec"]:.0f} {p["p50"]*1000:.3f} {p["p99"]*1000:.3f} {ok/total:.4f} {cpu_us:.1f} {steal:.2f}')
 PY
 }
 
 load() { awk '{print $1}' /proc/loadavg; }
 
-printf 'round\tphase\ttarget\tkind\trps\tp50_ms\tp99_ms\tok_ratio\tcpu_us\tload1\n' >"$W/results.tsv"
+printf 'round\tphase\ttarget\tkind\trps\tp50_ms\tp99_ms\tok_ratio\tcpu_us\tsteal_pct\tload1\n' >"$W/results.tsv"
 for r in $(seq "$ROUNDS"); do
   envelopes
   for kind in $KINDS; do
@@ -236,15 +245,15 @@ for r in $(seq "$ROUNDS"); do
       if [ "${PERF:-0}" = 1 ] && [ "$r" = 1 ] && [ "$target" = router ] && [ "$kind" = query ]; then
         (sleep 2 && perf record -q -g -o "$W/perf-router.data" -p "$router_pid" -- sleep 5 >/dev/null 2>&1) &
       fi
-      read -r rps p50 p99 ok cpu < <(run "$target" "$kind" "peak-r$r")
+      read -r rps p50 p99 ok cpu steal < <(run "$target" "$kind" "peak-r$r")
       peak[$target]=$rps
-      printf '%s\tpeak\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$target" "$kind" "$rps" "$p50" "$p99" "$ok" "$cpu" "$(load)" | tee -a "$W/results.tsv" >&2
+      printf '%s\tpeak\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$target" "$kind" "$rps" "$p50" "$p99" "$ok" "$cpu" "$steal" "$(load)" | tee -a "$W/results.tsv" >&2
     done
     # Latency at half of the router's peak rate, the same rate for all three.
     rate=$(( ${peak[router]} / 2 ))
     for target in direct router nginx; do
-      read -r rps p50 p99 ok cpu < <(run "$target" "$kind" "half-r$r" -q "$rate")
-      printf '%s\thalf@%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$rate" "$target" "$kind" "$rps" "$p50" "$p99" "$ok" "$cpu" "$(load)" | tee -a "$W/results.tsv" >&2
+      read -r rps p50 p99 ok cpu steal < <(run "$target" "$kind" "half-r$r" -q "$rate")
+      printf '%s\thalf@%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$rate" "$target" "$kind" "$rps" "$p50" "$p99" "$ok" "$cpu" "$steal" "$(load)" | tee -a "$W/results.tsv" >&2
     done
     unset peak
   done
