@@ -6,7 +6,7 @@
 #
 # Run as root on a fresh clone after scripts/prereqs.sh:
 #
-#   scripts/bench-guestos.sh [all|build|rebuilds|fullcold|baseline|boot|later|diag|summary]
+#   scripts/bench-guestos.sh [all|build|rebuilds|fullcold|baseline|boot|later|diag|kernel|summary]
 #
 # build = cold build + rebuilds (no-op, changed icos binary, sizes)
 # boot  = first boots: every boot starts from the pristine disk (a throwaway
@@ -14,6 +14,10 @@
 # later = later boots: a copy of each disk is booted once in place (its first
 #         boot, not measured), then every measured boot is another boot of
 #         that same disk in place (--in-place)
+# kernel = time from GRUB's "boot" to the initramfs' first line with the
+#         image's own kernel and with another kernel (KERNEL=FILE, a vmlinuz)
+#         put into a copy's A_boot; the other kernel's boots stop at the
+#         initramfs (its modules are the image's), which is all this measures
 #
 # Environment:
 #   W=DIR          work folder [/var/tmp/icos-bench]; everything is written there,
@@ -31,6 +35,7 @@
 #   QUIET=1.0      "quiet" = CPU busy (cores, from /proc/stat over 3 s) below this
 #   TIMEOUT=300    seconds per boot (icos run --timeout; QEMU is killed after)
 #   MEM=4096 VCPUS=2   guest memory (MiB) and vCPUs for both images
+#   KERNEL=FILE    kernel phase: the vmlinuz to compare with the image's own
 #   DISK_TAR=FILE  boot phases: take our disk from this disk-img.tar.zst (e.g. a
 #                  build of the working tree) instead of the build phase's
 #
@@ -385,6 +390,53 @@ phase_diag() {
   done
 }
 
+# Kernel start-up: GRUB's "boot" -> the initramfs' first console line, for the
+# image's kernel and for $KERNEL in a copy of the same disk (later boots in
+# place; the grub.cfg of both copies echoes a line right before "boot").
+phase_kernel() {
+  setup
+  [ -n "${KERNEL:-}" ] && [ -f "$KERNEL" ] || { echo "error: set KERNEL=FILE (a vmlinuz)" >&2; exit 2; }
+  command -v debugfs >/dev/null || { echo "error: debugfs missing (e2fsprogs)" >&2; exit 1; }
+  our_disk >/dev/null
+  local K=$W/kernel O=$((206848 * 512)) x start size i
+  mkdir -p "$K"
+  cp --sparse=always "$W/disk/disk.img" "$K/own.img"
+  log "kernel: first boot of $K/own.img in place (not measured)"
+  timeout --kill-after=10 $((TIMEOUT + 60)) \
+    "$ICOS" run guestos --image "$K/own.img" --in-place --accel tcg --memory "$MEM" --vcpus "$VCPUS" \
+      --timeout "$TIMEOUT" --json > "$K/first.json" 2> "$K/first.log" \
+    || { tail -20 "$K/first.log" >&2; echo "error: first boot failed" >&2; exit 1; }
+  mcopy -o -i "$K/own.img@@$O" ::/grub.cfg "$K/grub.cfg"
+  sed -i 's|^    boot$|    echo "GRUB: loaded, booting"\n    boot|' "$K/grub.cfg"
+  grep -q 'GRUB: loaded, booting' "$K/grub.cfg" || { echo "error: could not patch grub.cfg" >&2; exit 1; }
+  mcopy -o -i "$K/own.img@@$O" "$K/grub.cfg" ::/grub.cfg
+  cp --sparse=always "$K/own.img" "$K/other.img"
+  read -r start size < <(sfdisk -d "$K/other.img" | awk -F'[=,]' '/name="A_boot"/ {gsub(/ /,""); print $2, $4}')
+  dd if="$K/other.img" of="$K/a_boot.img" bs=512 skip="$start" count="$size" status=none
+  debugfs -w -R "rm /vmlinuz" "$K/a_boot.img" >/dev/null 2>&1
+  debugfs -w -R "write $KERNEL /vmlinuz" "$K/a_boot.img" >/dev/null 2>&1
+  debugfs -R "stat /vmlinuz" "$K/a_boot.img" 2>/dev/null | grep -q "Size: $(stat -c %s "$KERNEL")" \
+    || { echo "error: could not write $KERNEL into A_boot" >&2; exit 1; }
+  dd if="$K/a_boot.img" of="$K/other.img" bs=512 seek="$start" conv=notrunc,sparse status=none
+  rm -f "$K/a_boot.img"
+  echo -e "kernel\trun\tgrub_boot_s\tinitramfs_s\tboot_to_initramfs_s" > "$W/kernel.tsv"
+  for i in $(seq 1 "$N"); do
+    for x in own other; do
+      wait_quiet >/dev/null
+      timeout --kill-after=10 60 \
+        "$ICOS" run guestos --image "$K/$x.img" --in-place --accel tcg --memory "$MEM" --vcpus "$VCPUS" \
+          --timeout 30 --json 2>&1 >/dev/null \
+        | perl -MTime::HiRes=time -ne 'BEGIN{$|=1;$t0=time} printf "%7.2f %s", time-$t0, $_' > "$K/$x-$i.log" || true
+      local g n
+      g=$(grep -aEm1 'GRUB: loaded, booting' "$K/$x-$i.log" | awk '{print $1}' || true)
+      n=$(grep -aEm1 '^ *[0-9.]+ initramfs: ' "$K/$x-$i.log" | awk '{print $1}' || true)
+      [ -n "$g" ] && [ -n "$n" ] || { log "kernel $x #$i: no GRUB or initramfs line ($K/$x-$i.log)"; continue; }
+      echo -e "$x\t$i\t$g\t$n\t$(echo "$n - $g" | bc)" >> "$W/kernel.tsv"
+      log "kernel $x #$i: $(echo "$n - $g" | bc) s from GRUB's boot to the initramfs"
+    done
+  done
+}
+
 summary() {
   local t
   for t in "$W/boot.tsv" "$W/boot-later.tsv"; do
@@ -402,9 +454,10 @@ case "${1:-all}" in
   rebuilds) phase_rebuilds ;;
   fullcold) phase_fullcold ;;
   diag) phase_diag ;;
+  kernel) phase_kernel ;;
   baseline) phase_baseline ;;
   boot) phase_boot; summary ;;
   later) phase_later; summary ;;
   summary) summary ;;
-  *) echo "usage: $0 [all|build|rebuilds|fullcold|baseline|boot|later|diag|summary]" >&2; exit 2 ;;
+  *) echo "usage: $0 [all|build|rebuilds|fullcold|baseline|boot|later|diag|kernel|summary]" >&2; exit 2 ;;
 esac
