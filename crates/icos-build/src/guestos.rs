@@ -797,7 +797,7 @@ pub(crate) fn run_mmdebstrap(
     work: &Path,
     epoch: u64,
 ) -> Result<()> {
-    let include = lock.requested.join(",");
+    let include = lock.requested_names().join(",");
     let tmp = work.join("mmdebstrap-tmp");
     fs::create_dir_all(&tmp).map_err(BuildError::io("creating", &tmp))?;
     let mut cmd = Command::new(mmdebstrap);

@@ -241,7 +241,7 @@ fn raw_rootfs_stages(
 ) -> Result<(PathBuf, CacheKey)> {
     let mmdebstrap_version = tools::version_line(&c.mmdebstrap, &["--version"]);
     let lock_bytes = fs::read(&c.lock_path).map_err(BuildError::io("reading", &c.lock_path))?;
-    let include = c.lock.requested.join(",");
+    let include = c.lock.requested_names().join(",");
     let raw_key = KeyBuilder::new(stage)
         .bytes("lock", &lock_bytes)
         .str("mmdebstrap", &mmdebstrap_version)

@@ -2,11 +2,14 @@
 //!
 //! One Debian package name per line; `#` starts a comment that runs to the
 //! end of the line; blank lines are ignored. A name may appear in several
-//! lists, and is then asked for once.
+//! lists, and is then asked for once. `name/suite` takes the package from
+//! another suite of the same archive (`linux-image-amd64/bookworm-backports`),
+//! as `apt-get install name/release` does; its dependencies are resolved
+//! against every suite.
 
 use std::path::{Path, PathBuf};
 
-use crate::lock::is_package_name;
+use crate::lock::{is_requested_entry, split_requested};
 
 /// A problem with a package list file.
 #[derive(Debug, thiserror::Error)]
@@ -21,7 +24,7 @@ pub enum ListError {
         source: std::io::Error,
     },
     /// A line is not a package name.
-    #[error("{}:{line}: {text:?} is not a Debian package name (one name per line, '#' comments)", path.display())]
+    #[error("{}:{line}: {text:?} is not a Debian package name (one name per line, optionally /suite; '#' comments)", path.display())]
     BadLine {
         /// The list file.
         path: PathBuf,
@@ -61,19 +64,20 @@ pub fn parse_list(path: &Path, text: &str) -> Result<Vec<String>, ListError> {
         if content.is_empty() {
             continue;
         }
-        if !is_package_name(content) {
+        if !is_requested_entry(content) {
             return Err(ListError::BadLine {
                 path: path.to_path_buf(),
                 line,
                 text: content.to_owned(),
             });
         }
-        if let Some((_, first)) = names.iter().find(|(n, _)| n == content) {
+        let name = split_requested(content).0;
+        if let Some((_, first)) = names.iter().find(|(n, _)| split_requested(n).0 == name) {
             return Err(ListError::Repeated {
                 path: path.to_path_buf(),
                 line,
                 first: *first,
-                name: content.to_owned(),
+                name: name.to_owned(),
             });
         }
         names.push((content.to_owned(), line));
@@ -113,10 +117,23 @@ mod tests {
         assert!(e.is_bad_input());
         assert_eq!(
             e.to_string(),
-            "images/x.list:2: \"systemd udev\" is not a Debian package name (one name per line, '#' comments)"
+            "images/x.list:2: \"systemd udev\" is not a Debian package name (one name per line, optionally /suite; '#' comments)"
         );
         let e = parse_list(Path::new("l"), "kmod\nudev\nkmod # again\n").unwrap_err();
         assert_eq!(e.to_string(), "l:3: kmod is listed already on line 1");
+    }
+
+    #[test]
+    fn a_name_can_come_from_another_suite() {
+        let text = "linux-image-amd64/bookworm-backports\nsystemd\n";
+        let names = parse_list(Path::new("l"), text).unwrap();
+        assert_eq!(names, ["linux-image-amd64/bookworm-backports", "systemd"]);
+        for bad in ["kmod/", "kmod/Bookworm", "/bookworm", "kmod/a/b", "kmod/-x"] {
+            let e = parse_list(Path::new("l"), bad).unwrap_err();
+            assert!(e.is_bad_input(), "{bad}");
+        }
+        let e = parse_list(Path::new("l"), "kmod\nkmod/bookworm-backports\n").unwrap_err();
+        assert_eq!(e.to_string(), "l:2: kmod is listed already on line 1");
     }
 
     #[test]

@@ -37,7 +37,9 @@
 //! architecture, the archive components, the mirror, the `Date` of the
 //! archive's signed `InRelease` at that moment, whether every
 //! `Priority: required` package was added to the closure (`required`), and
-//! the package names that were asked for (`requested`, sorted). Then one
+//! the package names that were asked for (`requested`, sorted; a name asked
+//! of another suite of the same archive carries it, as in
+//! `linux-image-amd64/bookworm-backports`). Then one
 //! `[[package]]` table per package of the closure, sorted by name; a name
 //! appears once. `filename` is the path of the `.deb` under the mirror root,
 //! as the archive's `Packages` index gives it.
@@ -338,6 +340,29 @@ impl Lock {
         out
     }
 
+    /// The requested package names without their suites (see
+    /// [`split_requested`]), as a root built from the lock installs them.
+    pub fn requested_names(&self) -> Vec<&str> {
+        self.requested
+            .iter()
+            .map(|r| split_requested(r).0)
+            .collect()
+    }
+
+    /// The suites other than [`Lock::suite`] that requested entries name,
+    /// sorted, each once.
+    pub fn extra_suites(&self) -> Vec<&str> {
+        let mut suites: Vec<&str> = self
+            .requested
+            .iter()
+            .filter_map(|r| split_requested(r).1)
+            .filter(|s| *s != self.suite)
+            .collect();
+        suites.sort_unstable();
+        suites.dedup();
+        suites
+    }
+
     /// Writes the lock to `path` atomically and durably.
     pub fn store(&self, path: &Path) -> Result<(), LockError> {
         icos_fs::write_atomic(path, self.to_toml().as_bytes())?;
@@ -356,6 +381,35 @@ impl Lock {
             .ok()
             .map(|i| &self.packages[i])
     }
+}
+
+/// A requested entry split into its package name and the suite it is
+/// taken from, when it names one: `linux-image-amd64/bookworm-backports`
+/// is `("linux-image-amd64", Some("bookworm-backports"))`, as apt reads
+/// `install name/release`. Dependencies still come from every suite.
+pub fn split_requested(entry: &str) -> (&str, Option<&str>) {
+    match entry.split_once('/') {
+        Some((name, suite)) => (name, Some(suite)),
+        None => (entry, None),
+    }
+}
+
+/// Whether `entry` is a package name, optionally followed by `/` and a
+/// suite name (see [`split_requested`]).
+pub fn is_requested_entry(entry: &str) -> bool {
+    let (name, suite) = split_requested(entry);
+    is_package_name(name) && suite.is_none_or(is_suite_name)
+}
+
+/// Whether `suite` can name a Debian suite or codename (`bookworm`,
+/// `bookworm-backports`, `oldstable`): lowercase letters, digits and `-`,
+/// starting with a letter.
+pub fn is_suite_name(suite: &str) -> bool {
+    let b = suite.as_bytes();
+    !b.is_empty()
+        && b[0].is_ascii_lowercase()
+        && b.iter()
+            .all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
 }
 
 /// Whether `name` follows Debian policy for package names: lowercase
@@ -481,6 +535,29 @@ mod tests {
             text.contains("# Packages: 2. Total size: 3930156 bytes."),
             "{text}"
         );
+    }
+
+    #[test]
+    fn requested_entries_from_another_suite() {
+        let mut lock = sample();
+        lock.requested = vec![
+            "kmod".into(),
+            "linux-image-amd64/bookworm-backports".into(),
+            "systemd/bookworm".into(),
+        ];
+        let text = lock.to_toml();
+        let parsed = Lock::parse(Path::new("l.toml"), &text).unwrap();
+        assert_eq!(
+            parsed.requested_names(),
+            ["kmod", "linux-image-amd64", "systemd"]
+        );
+        assert_eq!(parsed.extra_suites(), ["bookworm-backports"]);
+        assert_eq!(sample().extra_suites(), Vec::<&str>::new());
+        assert_eq!(split_requested("kmod"), ("kmod", None));
+        assert!(is_requested_entry("linux-image-amd64/bookworm-backports"));
+        assert!(!is_requested_entry("linux-image-amd64/Bookworm"));
+        assert!(!is_requested_entry("linux-image-amd64/"));
+        assert!(is_suite_name("oldstable") && !is_suite_name("-x") && !is_suite_name(""));
     }
 
     #[test]

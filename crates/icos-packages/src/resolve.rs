@@ -16,6 +16,13 @@
 //! The lock's versions, sizes and SHA-256 digests are then taken from the
 //! `Packages` index itself, parsed here, after checking that index against
 //! the SHA-256 the `InRelease` lists for it.
+//!
+//! A requested `name/suite` (such as `linux-image-amd64/bookworm-backports`)
+//! adds that suite of the same mirror to apt's sources, and apt takes the
+//! package from it; every other name must be in the main suite, and
+//! dependencies come from whichever suite apt prefers (a backports suite
+//! only when nothing else satisfies them). Each suite's `InRelease` and
+//! `Packages` are verified the same way.
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
@@ -27,7 +34,7 @@ use tracing::{debug, info};
 
 use crate::deb822::{Deb822Error, PackagesIndex, Release};
 use crate::digest::Sha256;
-use crate::lock::{Lock, LockedPackage};
+use crate::lock::{Lock, LockedPackage, is_suite_name, split_requested};
 
 /// Debian's archive, as apt reaches it.
 pub const DEFAULT_MIRROR: &str = "http://deb.debian.org/debian";
@@ -212,21 +219,34 @@ pub fn resolve(requested: &[String], options: &ResolveOptions) -> Result<Lock, R
         });
     }
     let mirror = options.mirror.trim_end_matches('/').to_owned();
-    let root = AptRoot::create(&mirror, options)?;
+    let suites = suites_of(requested, options)?;
+    let root = AptRoot::create(&mirror, options, &suites)?;
 
-    info!(mirror, suite = options.suite, "apt-get update");
+    info!(mirror, suites = suites.join(" "), "apt-get update");
     root.apt_get("update", &["update"], options)?;
 
-    let (release, index) = root.read_indexes(&mirror, options)?;
-    info!(
-        date = release.date,
-        packages = index.entries.len(),
-        "archive index verified"
-    );
+    // The main suite first: its InRelease dates the lock.
+    let mut indexes = Vec::with_capacity(suites.len());
+    for suite in &suites {
+        let (release, index) = root.read_indexes(&mirror, options, suite)?;
+        info!(
+            suite,
+            date = release.date,
+            packages = index.entries.len(),
+            "archive index verified"
+        );
+        indexes.push((suite.as_str(), release.date, index));
+    }
 
     let unknown: Vec<String> = requested
         .iter()
-        .filter(|n| !index.contains_name(n))
+        .filter(|entry| {
+            let (name, suite) = split_requested(entry);
+            let suite = suite.unwrap_or(&options.suite);
+            !indexes
+                .iter()
+                .any(|(s, _, index)| *s == suite && index.contains_name(name))
+        })
         .cloned()
         .collect();
     if !unknown.is_empty() {
@@ -238,11 +258,23 @@ pub fn resolve(requested: &[String], options: &ResolveOptions) -> Result<Lock, R
         });
     }
 
+    let date = indexes
+        .first()
+        .map(|(_, d, _)| d.clone())
+        .unwrap_or_default();
+    let mut index = PackagesIndex::default();
+    let mut main = PackagesIndex::default();
+    for (suite, _, i) in indexes {
+        if suite == options.suite {
+            main = i;
+        } else {
+            index.extend(i);
+        }
+    }
     let mut names: Vec<String> = requested.to_vec();
     if options.include_required {
         names.extend(
-            index
-                .entries
+            main.entries
                 .iter()
                 .filter(|e| {
                     (e.essential || e.priority.as_deref() == Some("required"))
@@ -253,6 +285,7 @@ pub fn resolve(requested: &[String], options: &ResolveOptions) -> Result<Lock, R
     }
     names.sort();
     names.dedup();
+    index.extend(main);
     debug!(count = names.len(), "names asked of apt");
 
     let mut args = vec![
@@ -295,9 +328,12 @@ pub fn resolve(requested: &[String], options: &ResolveOptions) -> Result<Lock, R
             },
         );
     }
-    for name in requested {
+    for entry in requested {
+        let name = split_requested(entry).0;
         if !packages.contains_key(name) {
-            return Err(ResolveError::NotInClosure { name: name.clone() });
+            return Err(ResolveError::NotInClosure {
+                name: name.to_owned(),
+            });
         }
     }
 
@@ -309,11 +345,54 @@ pub fn resolve(requested: &[String], options: &ResolveOptions) -> Result<Lock, R
         architecture: options.architecture.clone(),
         components: options.components.clone(),
         mirror,
-        date: release.date,
+        date,
         required: options.include_required,
         requested,
         packages: packages.into_values().collect(),
     })
+}
+
+/// The suites to resolve against: the main suite first, then every other
+/// suite that a requested `name/suite` names, sorted.
+fn suites_of(requested: &[String], options: &ResolveOptions) -> Result<Vec<String>, ResolveError> {
+    let mut extra: Vec<String> = Vec::new();
+    for entry in requested {
+        if let Some(suite) = split_requested(entry).1 {
+            if !is_suite_name(suite) {
+                return Err(ResolveError::BadOption {
+                    what: "requested suite",
+                    value: entry.clone(),
+                    rule: "must be lowercase letters, digits and '-', starting with a letter",
+                });
+            }
+            if suite != options.suite {
+                extra.push(suite.to_owned());
+            }
+        }
+    }
+    extra.sort();
+    extra.dedup();
+    let mut suites = vec![options.suite.clone()];
+    suites.extend(extra);
+    Ok(suites)
+}
+
+/// apt's `sources.list` for `suites` of `mirror`, one line each, every one
+/// verified with the archive keyring only.
+fn sources_list(mirror: &str, options: &ResolveOptions, suites: &[String]) -> String {
+    suites
+        .iter()
+        .map(|suite| {
+            format!(
+                "deb [arch={} signed-by={}] {}/ {} {}\n",
+                options.architecture,
+                options.keyring.display(),
+                mirror,
+                suite,
+                options.components.join(" ")
+            )
+        })
+        .collect()
 }
 
 fn check_options(o: &ResolveOptions) -> Result<(), ResolveError> {
@@ -393,7 +472,11 @@ struct AptRoot {
 }
 
 impl AptRoot {
-    fn create(mirror: &str, options: &ResolveOptions) -> Result<Self, ResolveError> {
+    fn create(
+        mirror: &str,
+        options: &ResolveOptions,
+        suites: &[String],
+    ) -> Result<Self, ResolveError> {
         let io = |step: &'static str, path: &Path| {
             let path = path.to_path_buf();
             move |source| ResolveError::Io { step, path, source }
@@ -429,15 +512,8 @@ impl AptRoot {
         let status = root.join("var/lib/dpkg/status");
         fs::write(&status, "").map_err(io("writing", &status))?;
         let sources = root.join("etc/apt/sources.list");
-        let line = format!(
-            "deb [arch={} signed-by={}] {}/ {} {}\n",
-            options.architecture,
-            options.keyring.display(),
-            mirror,
-            options.suite,
-            options.components.join(" ")
-        );
-        fs::write(&sources, line).map_err(io("writing", &sources))?;
+        fs::write(&sources, sources_list(mirror, options, suites))
+            .map_err(io("writing", &sources))?;
 
         let r = root.display();
         let config = root.join("apt.conf");
@@ -507,12 +583,13 @@ impl AptRoot {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
-    /// Reads the verified `InRelease` and `Packages` files that
+    /// Reads the verified `InRelease` and `Packages` files of `suite` that
     /// `apt-get update` left, and checks the latter against the former.
     fn read_indexes(
         &self,
         mirror: &str,
         options: &ResolveOptions,
+        suite: &str,
     ) -> Result<(Release, PackagesIndex), ResolveError> {
         let lists = self.dir.path().join("var/lib/apt/lists");
         let names: Vec<String> = fs::read_dir(&lists)
@@ -527,7 +604,7 @@ impl AptRoot {
         let missing = |what: String| ResolveError::MissingIndex {
             what,
             mirror: mirror.to_owned(),
-            suite: options.suite.clone(),
+            suite: suite.to_owned(),
         };
         let find = |suffix: &str| {
             names
@@ -543,14 +620,16 @@ impl AptRoot {
             })
         };
 
-        let inrelease = find("_InRelease").ok_or_else(|| missing("signed InRelease".into()))?;
+        // apt names its lists after the URL: `…_dists_<suite>_InRelease`.
+        let inrelease = find(&format!("_dists_{suite}_InRelease"))
+            .ok_or_else(|| missing("signed InRelease".into()))?;
         let release = Release::parse_inrelease(&inrelease, &read(&inrelease)?)?;
-        let names_suite = release.codename.as_deref() == Some(options.suite.as_str())
-            || release.suite.as_deref() == Some(options.suite.as_str());
+        let names_suite =
+            release.codename.as_deref() == Some(suite) || release.suite.as_deref() == Some(suite);
         if !names_suite {
             return Err(ResolveError::WrongSuite {
                 mirror: mirror.to_owned(),
-                suite: options.suite.clone(),
+                suite: suite.to_owned(),
                 found: format!(
                     "{} ({})",
                     release.suite.as_deref().unwrap_or("?"),
@@ -562,7 +641,7 @@ impl AptRoot {
         let mut index = PackagesIndex::default();
         for component in &options.components {
             let name = format!("{component}/binary-{}/Packages", options.architecture);
-            let suffix = format!("_{}", name.replace('/', "_"));
+            let suffix = format!("_dists_{suite}_{}", name.replace('/', "_"));
             let path = find(&suffix).ok_or_else(|| missing(name.clone()))?;
             let text = read(&path)?;
             let actual = Sha256::of(text.as_bytes());
@@ -598,6 +677,29 @@ mod tests {
             "pool/main/g/glibc/libc6_2.36-9+deb12u14_amd64.deb"
         );
         assert_eq!(print_uris_url("Reading package lists..."), None);
+    }
+
+    #[test]
+    fn another_suite_is_added_to_the_sources() {
+        let options = ResolveOptions::default();
+        let requested = [
+            "kmod".to_owned(),
+            "linux-image-amd64/bookworm-backports".to_owned(),
+            "udev/bookworm".to_owned(),
+        ];
+        let suites = suites_of(&requested, &options).unwrap();
+        assert_eq!(suites, ["bookworm", "bookworm-backports"]);
+        assert_eq!(
+            sources_list("http://deb.debian.org/debian", &options, &suites),
+            "deb [arch=amd64 signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian/ bookworm main\n\
+             deb [arch=amd64 signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian/ bookworm-backports main\n"
+        );
+        assert_eq!(
+            suites_of(&["kmod".to_owned()], &options).unwrap(),
+            ["bookworm"]
+        );
+        let e = suites_of(&["kmod/Bad".to_owned()], &options).unwrap_err();
+        assert!(e.is_bad_input(), "{e}");
     }
 
     #[test]
@@ -648,5 +750,18 @@ mod tests {
         );
         let text = lock.to_toml();
         assert_eq!(Lock::parse(Path::new("l"), &text).unwrap(), lock);
+    }
+
+    /// A package from bookworm-backports: the kernel comes from there, the
+    /// rest of the closure from bookworm.
+    #[test]
+    #[ignore = "needs the network and deb.debian.org; the archive changes over time"]
+    fn resolves_a_backports_package_against_debian() {
+        let requested = ["linux-image-amd64/bookworm-backports".to_owned()];
+        let lock = resolve(&requested, &ResolveOptions::default()).unwrap();
+        assert_eq!(lock.extra_suites(), ["bookworm-backports"]);
+        let meta = lock.package("linux-image-amd64").unwrap();
+        assert!(meta.version.contains("bpo12"), "{}", meta.version);
+        assert!(!lock.package("libc6").unwrap().version.contains("bpo"));
     }
 }
