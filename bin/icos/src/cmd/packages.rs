@@ -48,7 +48,7 @@ pub enum PackagesCmd {
 /// Arguments of `icos packages lock`.
 #[derive(Debug, Args)]
 pub struct LockArgs {
-    /// Package list files: one name per line, `#` comments.
+    /// Package list files: one name per line (`name/suite` for another suite), `#` comments.
     #[arg(long = "list", value_name = "FILE", required = true, num_args = 1..)]
     lists: Vec<PathBuf>,
     /// The lock file to write.
