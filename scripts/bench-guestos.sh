@@ -339,6 +339,17 @@ phase_boot() {
   boot_series "$ours" "$base"
 }
 
+# The unmeasured first boot of a disk copy, in place: IMG LOG_PREFIX
+# (writes LOG_PREFIX.json and LOG_PREFIX.log; exits on failure).
+first_boot_in_place() {
+  local img=$1 out=$2
+  log "first boot of $img in place (not measured)"
+  timeout --kill-after=10 $((TIMEOUT + 60)) \
+    "$ICOS" run guestos --image "$img" --in-place --accel tcg --memory "$MEM" --vcpus "$VCPUS" \
+      --timeout "$TIMEOUT" --json > "$out.json" 2> "$out.log" \
+    || { tail -20 "$out.log" >&2; echo "error: first boot of $img failed" >&2; exit 1; }
+}
+
 # Later boots: copies of both disks, each booted once in place (its first
 # boot: ours formats LUKS2 var and store, Debian commits its machine-id; not
 # measured), then N measured boots of the same disks in place, alternating.
@@ -351,11 +362,7 @@ phase_later() {
   cp --sparse=always "$ours" "$L/guestos.img"
   cp --sparse=always "$base" "$L/baseline.img"
   for x in guestos baseline; do
-    log "later: first boot of $L/$x.img in place (not measured)"
-    timeout --kill-after=10 $((TIMEOUT + 60)) \
-      "$ICOS" run guestos --image "$L/$x.img" --in-place --accel tcg --memory "$MEM" --vcpus "$VCPUS" \
-        --timeout "$TIMEOUT" --json > "$W/logs/later-first-$x.json" 2> "$W/logs/later-first-$x.log" \
-      || { tail -20 "$W/logs/later-first-$x.log" >&2; echo "error: first boot of $x failed" >&2; exit 1; }
+    first_boot_in_place "$L/$x.img" "$W/logs/later-first-$x"
   done
   BOOT_TSV=$W/boot-later.tsv RUN_ARGS=(--in-place) LOG_TAG=later-
   boot_series "$L/guestos.img" "$L/baseline.img"
@@ -401,11 +408,7 @@ phase_kernel() {
   local K=$W/kernel O=$((206848 * 512)) x start size i
   mkdir -p "$K"
   cp --sparse=always "$W/disk/disk.img" "$K/own.img"
-  log "kernel: first boot of $K/own.img in place (not measured)"
-  timeout --kill-after=10 $((TIMEOUT + 60)) \
-    "$ICOS" run guestos --image "$K/own.img" --in-place --accel tcg --memory "$MEM" --vcpus "$VCPUS" \
-      --timeout "$TIMEOUT" --json > "$K/first.json" 2> "$K/first.log" \
-    || { tail -20 "$K/first.log" >&2; echo "error: first boot failed" >&2; exit 1; }
+  first_boot_in_place "$K/own.img" "$K/first"
   mcopy -o -i "$K/own.img@@$O" ::/grub.cfg "$K/grub.cfg"
   sed -i 's|^    boot$|    echo "GRUB: loaded, booting"\n    boot|' "$K/grub.cfg"
   grep -q 'GRUB: loaded, booting' "$K/grub.cfg" || { echo "error: could not patch grub.cfg" >&2; exit 1; }
@@ -427,12 +430,13 @@ phase_kernel() {
         "$ICOS" run guestos --image "$K/$x.img" --in-place --accel tcg --memory "$MEM" --vcpus "$VCPUS" \
           --timeout 30 --json 2>&1 >/dev/null \
         | perl -MTime::HiRes=time -ne 'BEGIN{$|=1;$t0=time} printf "%7.2f %s", time-$t0, $_' > "$K/$x-$i.log" || true
-      local g n
+      local g n d
       g=$(grep -aEm1 'GRUB: loaded, booting' "$K/$x-$i.log" | awk '{print $1}' || true)
       n=$(grep -aEm1 '^ *[0-9.]+ initramfs: ' "$K/$x-$i.log" | awk '{print $1}' || true)
       [ -n "$g" ] && [ -n "$n" ] || { log "kernel $x #$i: no GRUB or initramfs line ($K/$x-$i.log)"; continue; }
-      echo -e "$x\t$i\t$g\t$n\t$(echo "$n - $g" | bc)" >> "$W/kernel.tsv"
-      log "kernel $x #$i: $(echo "$n - $g" | bc) s from GRUB's boot to the initramfs"
+      d=$(echo "$n - $g" | bc)
+      echo -e "$x\t$i\t$g\t$n\t$d" >> "$W/kernel.tsv"
+      log "kernel $x #$i: $d s from GRUB's boot to the initramfs"
     done
   done
 }

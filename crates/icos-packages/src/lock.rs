@@ -349,20 +349,6 @@ impl Lock {
             .collect()
     }
 
-    /// The suites other than [`Lock::suite`] that requested entries name,
-    /// sorted, each once.
-    pub fn extra_suites(&self) -> Vec<&str> {
-        let mut suites: Vec<&str> = self
-            .requested
-            .iter()
-            .filter_map(|r| split_requested(r).1)
-            .filter(|s| *s != self.suite)
-            .collect();
-        suites.sort_unstable();
-        suites.dedup();
-        suites
-    }
-
     /// Writes the lock to `path` atomically and durably.
     pub fn store(&self, path: &Path) -> Result<(), LockError> {
         icos_fs::write_atomic(path, self.to_toml().as_bytes())?;
@@ -551,8 +537,7 @@ mod tests {
             parsed.requested_names(),
             ["kmod", "linux-image-amd64", "systemd"]
         );
-        assert_eq!(parsed.extra_suites(), ["bookworm-backports"]);
-        assert_eq!(sample().extra_suites(), Vec::<&str>::new());
+        assert_eq!(parsed.requested, lock.requested);
         assert_eq!(split_requested("kmod"), ("kmod", None));
         assert!(is_requested_entry("linux-image-amd64/bookworm-backports"));
         assert!(!is_requested_entry("linux-image-amd64/Bookworm"));

@@ -225,27 +225,34 @@ pub fn resolve(requested: &[String], options: &ResolveOptions) -> Result<Lock, R
     info!(mirror, suites = suites.join(" "), "apt-get update");
     root.apt_get("update", &["update"], options)?;
 
-    // The main suite first: its InRelease dates the lock.
-    let mut indexes = Vec::with_capacity(suites.len());
-    for suite in &suites {
-        let (release, index) = root.read_indexes(&mirror, options, suite)?;
+    // The main suite's InRelease dates the lock; its index alone gives the
+    // required packages and every name asked without a suite.
+    let (release, mut index) = root.read_indexes(&mirror, options, &options.suite)?;
+    info!(
+        suite = options.suite,
+        date = release.date,
+        packages = index.entries.len(),
+        "archive index verified"
+    );
+    let mut extra = Vec::with_capacity(suites.len() - 1);
+    for suite in &suites[1..] {
+        let (release, other) = root.read_indexes(&mirror, options, suite)?;
         info!(
             suite,
             date = release.date,
-            packages = index.entries.len(),
+            packages = other.entries.len(),
             "archive index verified"
         );
-        indexes.push((suite.as_str(), release.date, index));
+        extra.push((suite.as_str(), other));
     }
 
     let unknown: Vec<String> = requested
         .iter()
-        .filter(|entry| {
-            let (name, suite) = split_requested(entry);
-            let suite = suite.unwrap_or(&options.suite);
-            !indexes
+        .filter(|entry| match split_requested(entry) {
+            (name, Some(suite)) if suite != options.suite => !extra
                 .iter()
-                .any(|(s, _, index)| *s == suite && index.contains_name(name))
+                .any(|(s, other)| *s == suite && other.contains_name(name)),
+            (name, _) => !index.contains_name(name),
         })
         .cloned()
         .collect();
@@ -258,23 +265,11 @@ pub fn resolve(requested: &[String], options: &ResolveOptions) -> Result<Lock, R
         });
     }
 
-    let date = indexes
-        .first()
-        .map(|(_, d, _)| d.clone())
-        .unwrap_or_default();
-    let mut index = PackagesIndex::default();
-    let mut main = PackagesIndex::default();
-    for (suite, _, i) in indexes {
-        if suite == options.suite {
-            main = i;
-        } else {
-            index.extend(i);
-        }
-    }
     let mut names: Vec<String> = requested.to_vec();
     if options.include_required {
         names.extend(
-            main.entries
+            index
+                .entries
                 .iter()
                 .filter(|e| {
                     (e.essential || e.priority.as_deref() == Some("required"))
@@ -285,7 +280,9 @@ pub fn resolve(requested: &[String], options: &ResolveOptions) -> Result<Lock, R
     }
     names.sort();
     names.dedup();
-    index.extend(main);
+    for (_, other) in extra {
+        index.extend(other);
+    }
     debug!(count = names.len(), "names asked of apt");
 
     let mut args = vec![
@@ -345,7 +342,7 @@ pub fn resolve(requested: &[String], options: &ResolveOptions) -> Result<Lock, R
         architecture: options.architecture.clone(),
         components: options.components.clone(),
         mirror,
-        date,
+        date: release.date,
         required: options.include_required,
         requested,
         packages: packages.into_values().collect(),
@@ -759,7 +756,7 @@ mod tests {
     fn resolves_a_backports_package_against_debian() {
         let requested = ["linux-image-amd64/bookworm-backports".to_owned()];
         let lock = resolve(&requested, &ResolveOptions::default()).unwrap();
-        assert_eq!(lock.extra_suites(), ["bookworm-backports"]);
+        assert_eq!(lock.requested, ["linux-image-amd64/bookworm-backports"]);
         let meta = lock.package("linux-image-amd64").unwrap();
         assert!(meta.version.contains("bpo12"), "{}", meta.version);
         assert!(!lock.package("libc6").unwrap().version.contains("bpo"));
