@@ -31,6 +31,7 @@ packages=(
   "iproute2:ip"                       # network namespaces, bridges and taps of VM tests
   "iputils-ping:ping"                 # VM tests ping the guest's IPv6 address
   "mmdebstrap:mmdebstrap"             # GuestOS root file system (icos build)
+  "xz-utils:xz"                       # uncompressing a kernel's .ko.xz modules (icos build)
   "dpkg:dpkg-deb"                     # unpacking the locked GRUB packages (icos build)
   "git:git"                           # image version = git rev-parse HEAD (icos build)
   "lvm2:/sbin/pvs"                    # LVM metadata checks (icos-lvm, HostOS hostlvm)

@@ -771,6 +771,22 @@ pub fn mmdebstrap_args_template(include: &str) -> String {
     mmdebstrap_args(include, Path::new("REPO"), Path::new("OUT")).join(" ")
 }
 
+/// mmdebstrap's customize hook (run by `sh` with the tree in `$1`):
+/// uncompresses the kernel modules that the kernel package ships
+/// xz-compressed (`*.ko.xz`, as Debian's 6.12 kernels do) and runs the
+/// image's own `depmod` for that kernel, so that `modules.dep` and its
+/// indexes name the `.ko` files. A kernel with plain `.ko` modules is left
+/// as it is.
+///
+/// Why: under TCG every module load would otherwise pay for an xz
+/// decompression, the initramfs' busybox `insmod` takes plain modules only,
+/// and the image compresses better as a whole.
+pub const UNCOMPRESS_MODULES_HOOK: &str = "for d in \"$1\"/usr/lib/modules/*/; do \
+[ -n \"$(find \"$d\" -name '*.ko.xz' -print -quit)\" ] || continue; \
+find \"$d\" -name '*.ko.xz' -exec xz --decompress {} +; \
+chroot \"$1\" /sbin/depmod \"$(basename \"$d\")\"; \
+done";
+
 /// The mmdebstrap command line (without the program).
 pub fn mmdebstrap_args(include: &str, repo: &Path, out: &Path) -> Vec<String> {
     vec![
@@ -778,6 +794,7 @@ pub fn mmdebstrap_args(include: &str, repo: &Path, out: &Path) -> Vec<String> {
         "--mode=root".into(),
         "--format=tar".into(),
         format!("--include={include}"),
+        format!("--customize-hook={UNCOMPRESS_MODULES_HOOK}"),
         "--aptopt=Acquire::Languages \"none\"".into(),
         "--aptopt=Apt::Install-Recommends \"false\"".into(),
         // Never drop to the _apt user: whether it could read the repository
@@ -1047,6 +1064,7 @@ pub(crate) fn publish(tmp: &Path, dest: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn only_what_cargo_sets_per_crate_is_kept_from_the_image_cargo() {
@@ -1115,5 +1133,67 @@ mod tests {
         assert_eq!(args.last().unwrap(), "deb [trusted=yes] copy:///r/ ./");
         // The template leaves the paths out of the cache key.
         assert!(!mmdebstrap_args_template("a").contains("/o/"));
+    }
+
+    /// Runs the hook with `sh` as mmdebstrap does, with a `chroot` on
+    /// `PATH` that records its arguments instead of changing root.
+    fn run_hook(root: &Path, bin: &Path) -> String {
+        let log = bin.join("chroot.log");
+        let chroot = bin.join("chroot");
+        fs::write(
+            &chroot,
+            format!("#!/bin/sh\necho \"$*\" >> {}\n", log.display()),
+        )
+        .unwrap();
+        fs::set_permissions(&chroot, fs::Permissions::from_mode(0o755)).unwrap();
+        let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+        let out = Command::new("sh")
+            .args(["-c", UNCOMPRESS_MODULES_HOOK, "sh"])
+            .arg(root)
+            .env("PATH", path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        fs::read_to_string(&log).unwrap_or_default()
+    }
+
+    #[test]
+    fn modules_hook_uncompresses_xz_modules_and_runs_depmod() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, bin) = (dir.path().join("root"), dir.path().join("bin"));
+        let kernel = root.join("usr/lib/modules/6.12.9-amd64/kernel/fs/ext4");
+        fs::create_dir_all(&kernel).unwrap();
+        fs::create_dir_all(&bin).unwrap();
+        let module = kernel.join("ext4.ko");
+        fs::write(&module, b"\x7fELF module bytes").unwrap();
+        let xz = Command::new("xz").arg(&module).status().unwrap();
+        assert!(xz.success());
+        assert!(!module.exists());
+
+        let calls = run_hook(&root, &bin);
+        assert_eq!(fs::read(&module).unwrap(), b"\x7fELF module bytes");
+        assert!(!kernel.join("ext4.ko.xz").exists());
+        assert_eq!(
+            calls,
+            format!("{} /sbin/depmod 6.12.9-amd64\n", root.display())
+        );
+    }
+
+    #[test]
+    fn modules_hook_leaves_plain_modules_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, bin) = (dir.path().join("root"), dir.path().join("bin"));
+        let kernel = root.join("usr/lib/modules/6.1.0-50-amd64/kernel");
+        fs::create_dir_all(&kernel).unwrap();
+        fs::create_dir_all(&bin).unwrap();
+        fs::write(kernel.join("ext4.ko"), b"module").unwrap();
+        assert_eq!(run_hook(&root, &bin), "");
+        assert_eq!(fs::read(kernel.join("ext4.ko")).unwrap(), b"module");
+        // No kernel at all: nothing to do either.
+        assert_eq!(run_hook(&dir.path().join("empty"), &bin), "");
     }
 }

@@ -72,6 +72,7 @@ pub(crate) fn load_common(images: &Path, lock_path: PathBuf, needed: &[&str]) ->
     let mmdebstrap = tools::find(MMDEBSTRAP)?;
     let dpkg_deb = tools::find(DPKG_DEB)?;
     tools::find(tools::APT_FTPARCHIVE)?;
+    tools::find(tools::XZ)?;
     let cargo = std::env::var_os("CARGO")
         .map(PathBuf::from)
         .filter(|p| p.is_file())

@@ -22,6 +22,12 @@ pub const MMDEBSTRAP: HostTool = HostTool {
     command: "mmdebstrap",
     package: "mmdebstrap",
 };
+/// `xz`: uncompresses a kernel's `.ko.xz` modules in mmdebstrap's tree
+/// (see [`crate::guestos::UNCOMPRESS_MODULES_HOOK`]).
+pub const XZ: HostTool = HostTool {
+    command: "xz",
+    package: "xz-utils",
+};
 /// `dpkg-deb`: unpacks the locked GRUB packages.
 pub const DPKG_DEB: HostTool = HostTool {
     command: "dpkg-deb",
