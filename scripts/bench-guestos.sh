@@ -38,6 +38,9 @@
 #   KERNEL=FILE    kernel phase: the vmlinuz to compare with the image's own
 #   DISK_TAR=FILE  boot phases: take our disk from this disk-img.tar.zst (e.g. a
 #                  build of the working tree) instead of the build phase's
+#   BASELINE_LOCK=FILE  baseline phase: install the baseline from this lock
+#                  [the package list's names, suites dropped, locked afresh:
+#                  plain bookworm, with bookworm's own kernel]
 #
 # Results: $W/results.tsv (one line per measurement), $W/boot.tsv (first
 # boots) and $W/boot-later.tsv (later boots), one line per boot; console logs
@@ -205,11 +208,20 @@ phase_baseline() {
   our_disk >/dev/null
   [ -f "$W/disk/disk.img" ] || { echo "error: run the build phase first (or give DISK_TAR)" >&2; exit 1; }
   local B=$W/baseline; rm -rf "$B"; mkdir -p "$B"
-  local lock=$W/src/images/guestos/packages.lock
+  # Plain bookworm: the names of the image's package list without a
+  # "/suite" (so bookworm's own kernel, not bookworm-backports'), locked here
+  # against the same archive. BASELINE_LOCK=FILE takes that lock instead
+  # (e.g. the image's own lock: a plain Debian image with the image's kernel).
+  local names include lock=${BASELINE_LOCK:-}
+  names=$(grep -v '^\s*#' "$W/src/images/guestos/packages.list" | tr -s ' \n' '\n' | grep -v '^$' | sed 's,/.*,,')
+  include=$(paste -sd, <<<"$names")
+  if [ -z "$lock" ]; then
+    printf '%s\n' $names > "$B/packages.list"
+    "$ICOS" packages lock --list "$B/packages.list" -o "$B/packages.lock" >&2
+    lock=$B/packages.lock
+  fi
   local cache=$W/cache-cold; [ -d "$cache/sha256" ] || cache=$HOME/.cache/icos
   "$ICOS" packages repo --lock "$lock" --cache "$cache" -o "$B/repo" >&2
-  local include
-  include=$(grep -v '^\s*#' "$W/src/images/guestos/packages.list" | tr -s ' \n' '\n' | grep -v '^$' | paste -sd,)
   log "baseline mmdebstrap (--include=$include)"
   local t0; t0=$(now)
   SOURCE_DATE_EPOCH=1700000000 mmdebstrap --variant=required --mode=root --format=directory \
@@ -219,6 +231,7 @@ phase_baseline() {
   record baseline_mmdebstrap_s "$(since "$t0")"
   local R=$B/root kver
   kver=$(ls "$R/lib/modules")
+  record baseline_kernel "$kver" "from $lock"
   [ -f "$R/boot/initrd.img-$kver" ] || { echo "error: no stock initrd in baseline" >&2; exit 1; }
   record baseline_stock_initrd_bytes "$(stat -c %s "$R/boot/initrd.img-$kver")"
   local pu=0fb0a5e1-0000-4000-8000-0000000000b3
