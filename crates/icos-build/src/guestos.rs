@@ -1161,13 +1161,21 @@ mod tests {
         fs::read_to_string(&log).unwrap_or_default()
     }
 
-    #[test]
-    fn modules_hook_uncompresses_xz_modules_and_runs_depmod() {
+    /// A temporary tree `root/usr/lib/modules/<version>/kernel/<sub>` and
+    /// a `bin` folder for [`run_hook`]; returns the folder, root, bin and
+    /// the kernel subfolder.
+    fn hook_tree(version: &str, sub: &str) -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let (root, bin) = (dir.path().join("root"), dir.path().join("bin"));
-        let kernel = root.join("usr/lib/modules/6.12.9-amd64/kernel/fs/ext4");
+        let kernel = root.join(format!("usr/lib/modules/{version}/kernel/{sub}"));
         fs::create_dir_all(&kernel).unwrap();
         fs::create_dir_all(&bin).unwrap();
+        (dir, root, bin, kernel)
+    }
+
+    #[test]
+    fn modules_hook_uncompresses_xz_modules_and_runs_depmod() {
+        let (_dir, root, bin, kernel) = hook_tree("6.12.9-amd64", "fs/ext4");
         let module = kernel.join("ext4.ko");
         fs::write(&module, b"\x7fELF module bytes").unwrap();
         let xz = Command::new("xz").arg(&module).status().unwrap();
@@ -1185,11 +1193,7 @@ mod tests {
 
     #[test]
     fn modules_hook_leaves_plain_modules_alone() {
-        let dir = tempfile::tempdir().unwrap();
-        let (root, bin) = (dir.path().join("root"), dir.path().join("bin"));
-        let kernel = root.join("usr/lib/modules/6.1.0-50-amd64/kernel");
-        fs::create_dir_all(&kernel).unwrap();
-        fs::create_dir_all(&bin).unwrap();
+        let (dir, root, bin, kernel) = hook_tree("6.1.0-50-amd64", "fs");
         fs::write(kernel.join("ext4.ko"), b"module").unwrap();
         assert_eq!(run_hook(&root, &bin), "");
         assert_eq!(fs::read(kernel.join("ext4.ko")).unwrap(), b"module");
