@@ -1147,17 +1147,13 @@ mod tests {
         .unwrap();
         fs::set_permissions(&chroot, fs::Permissions::from_mode(0o755)).unwrap();
         let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
-        let out = Command::new("sh")
-            .args(["-c", UNCOMPRESS_MODULES_HOOK, "sh"])
-            .arg(root)
-            .env("PATH", path)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        tools::run(
+            Command::new("sh")
+                .args(["-c", UNCOMPRESS_MODULES_HOOK, "sh"])
+                .arg(root)
+                .env("PATH", path),
+        )
+        .unwrap();
         fs::read_to_string(&log).unwrap_or_default()
     }
 
@@ -1178,8 +1174,7 @@ mod tests {
         let (_dir, root, bin, kernel) = hook_tree("6.12.9-amd64", "fs/ext4");
         let module = kernel.join("ext4.ko");
         fs::write(&module, b"\x7fELF module bytes").unwrap();
-        let xz = Command::new("xz").arg(&module).status().unwrap();
-        assert!(xz.success());
+        tools::run(Command::new("xz").arg(&module)).unwrap();
         assert!(!module.exists());
 
         let calls = run_hook(&root, &bin);
