@@ -18,8 +18,8 @@ use std::time::Duration;
 use anyhow::{Context, anyhow};
 use clap::{Parser, Subcommand};
 use icos_guestos_init::{
-    InitError, Paths, accounts, bootstrap, boundary, console, firewall, network, orchestrator,
-    replica, storage, vsock,
+    InitError, Paths, accounts, bootstrap, boundary, console, firewall, marker, network,
+    orchestrator, replica, storage, vsock,
 };
 
 const AFTER_HELP: &str = "\
@@ -30,7 +30,7 @@ Exit codes:
 
 /// GuestOS early boot: run one step (in IC-OS's order: storage, bootstrap,
 /// network, firewall, accounts, replica-config, orchestrator-config; then
-/// vsock and ready;
+/// vsock, ready and marker;
 /// boundary-config instead of replica-config on Boundary-GuestOS).
 #[derive(Debug, Parser)]
 #[command(name = "icos-guestos-init", version, about, after_help = AFTER_HELP)]
@@ -104,6 +104,14 @@ enum Step {
         #[arg(long, default_value = replica::STATUS_PATH)]
         path: String,
     },
+    /// Print the success marker (GUESTOS BOOT SUCCESS with the boot's
+    /// facts) on the console; run once every step succeeded and the payload
+    /// answers.
+    Marker {
+        /// Which node's payload to report: replica or boundary.
+        #[arg(long, default_value = "replica")]
+        profile: firewall::Profile,
+    },
 }
 
 impl Step {
@@ -119,6 +127,7 @@ impl Step {
             Step::BoundaryConfig => "boundary-config",
             Step::Vsock => "vsock",
             Step::Ready { .. } => "ready",
+            Step::Marker { .. } => "marker",
         }
     }
 }
@@ -345,6 +354,13 @@ fn run(paths: &Paths, console: &Path, step: &Step) -> Result<Option<String>, Fai
                 "payload answers http://{addr}{path} (after {:.1} s)",
                 took.as_secs_f64()
             )))
+        }
+        Step::Marker { profile } => {
+            let units = marker::UnitStates::query(Path::new("systemctl"))?;
+            let line = marker::success_line(paths, *profile, &units)?;
+            tracing::info!("{line}");
+            console::print(console, &line)?;
+            Ok(None)
         }
     }
 }

@@ -25,8 +25,8 @@
 //! router's and the gateway's command lines and the gateway's TLS
 //! certificate.
 //!
-//! [`console`] writes the `GUESTOS BOOT SUCCESS` / `GUESTOS BOOT FAILURE`
-//! lines to the serial console.
+//! [`marker`] makes the `GUESTOS BOOT SUCCESS` line and [`console`] writes
+//! it, and the `GUESTOS BOOT FAILURE` lines, to the serial console.
 
 pub mod accounts;
 pub mod bootstrap;
@@ -34,6 +34,7 @@ pub mod boundary;
 pub mod console;
 mod error;
 pub mod firewall;
+pub mod marker;
 pub mod network;
 pub mod orchestrator;
 pub mod replica;
