@@ -19,7 +19,7 @@ use anyhow::{Context, anyhow};
 use clap::{Parser, Subcommand};
 use icos_guestos_init::{
     InitError, Paths, accounts, bootstrap, boundary, console, firewall, marker, network,
-    orchestrator, replica, storage, vsock,
+    orchestrator, power_button, replica, storage, vsock,
 };
 
 const AFTER_HELP: &str = "\
@@ -106,7 +106,8 @@ enum Step {
     },
     /// Print the success marker (GUESTOS BOOT SUCCESS with the boot's
     /// facts) on the console; run once every step succeeded and the payload
-    /// answers.
+    /// answers. Waits first (up to 15 s) until systemd-logind watches the
+    /// ACPI power button, which the host presses to stop the VM.
     Marker {
         /// Which node's payload to report: replica or boundary.
         #[arg(long, default_value = "replica")]
@@ -356,6 +357,14 @@ fn run(paths: &Paths, console: &Path, step: &Step) -> Result<Option<String>, Fai
             )))
         }
         Step::Marker { profile } => {
+            let watched =
+                power_button::wait_watched(paths, power_button::WAIT, Duration::from_millis(100))?;
+            tracing::info!(
+                "power button /dev/input/{} watched by {} (pid {})",
+                watched.event,
+                power_button::WATCHER,
+                watched.pid
+            );
             let units = marker::UnitStates::query(Path::new("systemctl"))?;
             let line = marker::success_line(paths, *profile, &units)?;
             tracing::info!("{line}");

@@ -127,14 +127,10 @@ pub fn ensure_host_key(paths: &Paths, ssh_keygen: &Path) -> Result<(PathBuf, Hos
         .output()
         .map_err(InitError::io("running", ssh_keygen))?;
     if !out.status.success() {
-        return Err(InitError::Command {
-            command: format!("{} -t ed25519 -f {}", ssh_keygen.display(), new.display()),
-            detail: format!(
-                "{}: {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
-        });
+        return Err(InitError::failed(
+            format!("{} -t ed25519 -f {}", ssh_keygen.display(), new.display()),
+            &out,
+        ));
     }
     let public = new.with_extension("pub");
     let read = |p: &Path| std::fs::read(p).map_err(InitError::io("reading", p));

@@ -47,6 +47,16 @@ pub enum InitError {
         /// Its status and the end of its error output.
         detail: String,
     },
+    /// Nothing turns the ACPI power button into a clean power-off.
+    #[error(
+        "the ACPI power button is not watched after {secs} s: {detail}; the host's graceful shutdown (one button press) would be lost"
+    )]
+    PowerButton {
+        /// How long the step waited.
+        secs: u64,
+        /// What was missing.
+        detail: String,
+    },
     /// The payload did not answer in time.
     #[error("the replica did not become ready at {url} within {secs} s: {last}")]
     NotReady {
@@ -60,6 +70,19 @@ pub enum InitError {
 }
 
 impl InitError {
+    /// An [`InitError::Command`] for a program that ran and failed: its exit
+    /// status and its error output, trimmed.
+    pub fn failed(command: String, out: &std::process::Output) -> InitError {
+        InitError::Command {
+            command,
+            detail: format!(
+                "{}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        }
+    }
+
     /// An [`InitError::Io`] maker for `map_err`.
     pub fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> InitError {
         let path = path.to_path_buf();

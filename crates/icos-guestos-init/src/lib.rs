@@ -26,7 +26,9 @@
 //! certificate.
 //!
 //! [`marker`] makes the `GUESTOS BOOT SUCCESS` line and [`console`] writes
-//! it, and the `GUESTOS BOOT FAILURE` lines, to the serial console.
+//! it, and the `GUESTOS BOOT FAILURE` lines, to the serial console. Before
+//! it, [`power_button`] waits until systemd-logind watches the ACPI power
+//! button, which the host presses to stop the VM.
 
 pub mod accounts;
 pub mod bootstrap;
@@ -37,6 +39,7 @@ pub mod firewall;
 pub mod marker;
 pub mod network;
 pub mod orchestrator;
+pub mod power_button;
 pub mod replica;
 pub mod storage;
 pub mod vsock;

@@ -59,14 +59,7 @@ impl UnitStates {
                 detail: e.to_string(),
             })?;
         if !out.status.success() {
-            return Err(InitError::Command {
-                command,
-                detail: format!(
-                    "{}: {}",
-                    out.status,
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ),
-            });
+            return Err(InitError::failed(command, &out));
         }
         Ok(UnitStates::parse(&String::from_utf8_lossy(&out.stdout)))
     }
@@ -185,24 +178,23 @@ pub fn success_line(paths: &Paths, profile: Profile, units: &UnitStates) -> Resu
     } else {
         "no"
     };
-    let role = match profile {
+    let (prefix, role) = match profile {
         Profile::Replica => {
             let payload = if paths.node_config_dir().join("orchestrator.env").exists() {
                 format!("orchestrator-{}", units.state("icos-orchestrator.service"))
             } else {
                 units.state("replica.service").to_owned()
             };
-            format!("payload={payload}")
+            ("", format!("payload={payload}"))
         }
-        Profile::Boundary => format!(
-            "router={} gateway={}",
-            units.state("icos-boundary.service"),
-            units.state("icos-gateway.service")
+        Profile::Boundary => (
+            "role=boundary ",
+            format!(
+                "router={} gateway={}",
+                units.state("icos-boundary.service"),
+                units.state("icos-gateway.service")
+            ),
         ),
-    };
-    let prefix = match profile {
-        Profile::Replica => "",
-        Profile::Boundary => "role=boundary ",
     };
     Ok(format!(
         "GUESTOS BOOT SUCCESS {prefix}uptime={uptime} {system} root={root} var={var} version={} {role} configured={configured} failed_units=[{}]",

@@ -171,14 +171,7 @@ impl Runner for Commands {
             .output()
             .map_err(InitError::io("running", Path::new(program)))?;
         if check && !out.status.success() {
-            return Err(InitError::Command {
-                command: argv.join(" "),
-                detail: format!(
-                    "{}: {}",
-                    out.status,
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ),
-            });
+            return Err(InitError::failed(argv.join(" "), &out));
         }
         Ok(out.status.success())
     }
