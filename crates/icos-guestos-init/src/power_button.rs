@@ -139,6 +139,13 @@ mod tests {
         }
     }
 
+    /// The error of a wait that gives up at once.
+    fn not_watched(paths: &Paths) -> String {
+        wait_watched(paths, Duration::ZERO, Duration::ZERO)
+            .unwrap_err()
+            .to_string()
+    }
+
     fn tree() -> (tempfile::TempDir, Paths) {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path();
@@ -181,9 +188,7 @@ mod tests {
         let (tmp, paths) = tree();
         process(tmp.path(), 7, "acpid", &["/dev/input/event1"]);
         process(tmp.path(), 42, WATCHER, &["/dev/input/event0"]);
-        let err = wait_watched(&paths, Duration::ZERO, Duration::ZERO)
-            .unwrap_err()
-            .to_string();
+        let err = not_watched(&paths);
         assert!(
             err.contains("systemd-logind does not hold /dev/input/event1 open"),
             "{err}"
@@ -196,9 +201,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         input(tmp.path(), "event0", "AT Translated Set 2 keyboard");
         let paths = Paths::new(tmp.path());
-        let err = wait_watched(&paths, Duration::ZERO, Duration::ZERO)
-            .unwrap_err()
-            .to_string();
+        let err = not_watched(&paths);
         assert!(
             err.contains("no input device named \"Power Button\""),
             "{err}"
