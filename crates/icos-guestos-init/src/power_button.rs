@@ -43,8 +43,11 @@ pub fn button_events(paths: &Paths) -> Result<Vec<String>> {
         .flatten()
         .filter_map(|e| {
             let name = e.file_name().to_str()?.to_owned();
+            if !name.starts_with("event") {
+                return None;
+            }
             let device = std::fs::read_to_string(e.path().join("device/name")).ok()?;
-            (name.starts_with("event") && device.trim() == BUTTON_NAME).then_some(name)
+            (device.trim() == BUTTON_NAME).then_some(name)
         })
         .collect();
     events.sort();
